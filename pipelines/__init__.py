@@ -1,0 +1,1 @@
+"""Lightning pipelines and the ``vit3d`` command. The only package of the project that imports Lightning."""

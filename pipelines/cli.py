@@ -1,0 +1,54 @@
+"""The ``vit3d`` command: one entry point that dispatches to its subcommands.
+
+``fit | validate | test | predict`` run through LightningCLI (``pipelines.train``); the others are thin argparse
+front-ends over library functions (``pipelines.commands.*``). Every subcommand is callable from a test as
+``main([...argv...])``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+# name -> (module exposing main(argv), takes the subcommand name in argv, one-line summary)
+COMMANDS: dict[str, tuple[str, bool, str]] = {
+    "fit": ("pipelines.train", True, "train a classifier from YAML configs (LightningCLI)"),
+    "validate": ("pipelines.train", True, "evaluate a checkpoint on the validation split"),
+    "test": ("pipelines.train", True, "evaluate a checkpoint on the test split (multi-view averaging for clips)"),
+    "predict": ("pipelines.train", True, "predict new files and write a CSV of labels and probabilities"),
+    "inflate": ("pipelines.commands.inflate", False, "turn a 2D ViT checkpoint into a 3D vit3d safetensors file"),
+    "models": ("pipelines.commands.models", False, "list registered models, or show one model's config"),
+    "explain": ("pipelines.commands.explain", False, "attention maps / rollout for a volume or clip"),
+    "bench": ("pipelines.commands.bench", False, "time training steps, FLOP/s and memory of a model"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: vit3d <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, _, summary) in COMMANDS.items()]
+    lines += ["", "Run `vit3d <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vit3d`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        print(f"vit3d: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, takes_name, _ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    result = module.main(argv if takes_name else argv[1:])
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Multi-head self-attention with a fused qkv projection (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762).
+
+The default path runs :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels
+where the device has them). :meth:`Attention.forward_with_attn` is the explicit opt-in path that also returns the
+attention probabilities; :func:`record_attention` switches a whole model onto it for one block of code so the
+maps can be read without touching the model's ``forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Self-attention over tokens ``(B, N, D)``; parameter names follow timm (``qkv``, ``proj``)."""
+
+    def __init__(self, dim: int, num_heads: int = 8, *, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; "
+                             f"pick num_heads among the divisors of {dim}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.attn_sink: list[torch.Tensor] | None = None  # set by record_attention
+
+    def _split_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, N, D)`` -> q, k, v each ``(B, heads, N, head_dim)``."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, N, head_dim)`` -> projected ``(B, N, D)``."""
+        B, _, N, _ = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, -1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_sink is not None:
+            out, attn = self.forward_with_attn(x)
+            self.attn_sink.append(attn)
+            return out
+        q, k, v = self._split_qkv(x)
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=self.scale)
+        return self._merge(out)
+
+    def forward_with_attn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explicit softmax(q k^T / sqrt(d)) v; returns the output and the probabilities ``(B, heads, N, N)``."""
+        q, k, v = self._split_qkv(x)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn.float().softmax(dim=-1).to(q.dtype)
+        out = self.attn_drop(attn) @ v
+        return self._merge(out), attn
+
+
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record every :class:`Attention` layer's probabilities during the forward passes run inside the block.
+
+    The yielded list fills with one ``(B, heads, N, N)`` tensor per attention layer per forward pass, in
+    execution order. Only the attention layers switch to the explicit path; everything else is unchanged, and
+    the model returns to SDPA when the block exits.
+
+    Example:
+        >>> with record_attention(model) as maps:
+        ...     logits = model(x)
+        >>> len(maps) == model_depth
+    """
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no vit3d Attention layers to record")
+    maps: list[torch.Tensor] = []
+    for layer in layers:
+        layer.attn_sink = maps
+    try:
+        yield maps
+    finally:
+        for layer in layers:
+            layer.attn_sink = None
