@@ -1,0 +1,281 @@
+"""Write attention maps where people look at them: NIfTI overlays, PNG slice montages, GIF/mp4 clips.
+
+A map computed in model space (after the eval preprocessing: orientation, spacing, crop/pad) is brought back
+onto the ORIGINAL file's voxel grid before it is written as NIfTI, so it opens as an overlay on the input volume
+in 3D Slicer or ITK-SNAP. Two ways are offered:
+
+- :func:`resample_to_reference`: pure geometry. The preprocessed MetaTensor's affine maps model voxels to world
+  coordinates and the file's affine maps file voxels to world; each file voxel samples the map at
+  ``inv(model_affine) @ file_affine @ voxel`` (linear or nearest, zero outside). Every MONAI spatial transform
+  keeps the affine exact, so this inverts orientation, spacing and crop/pad together.
+- :func:`invert_with_transform`: MONAI's own inverse (``transform.inverse``) replayed from the operations the
+  MetaTensor recorded.
+
+matplotlib (Agg), PIL and PyAV are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vit3d.layers import check_choice
+
+__all__ = ["invert_with_transform", "normalize_map", "overlay_rgb", "resample_to_reference", "save_clip_overlay",
+           "save_montage", "save_nifti"]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+
+
+def normalize_map(amap: ArrayLike) -> np.ndarray:
+    """Min-max scale a map to ``[0, 1]`` (all zeros for a constant map), as float32."""
+    a = _np(amap).astype(np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    return np.zeros_like(a) if hi - lo <= 0 else (a - lo) / (hi - lo)
+
+
+def _affine(a: ArrayLike, name: str) -> np.ndarray:
+    out = np.asarray(_np(a), dtype=np.float64)
+    if out.shape != (4, 4):
+        raise ValueError(f"{name} must be a 4x4 affine (voxel -> world), got shape {out.shape}")
+    return out
+
+
+def resample_to_reference(amap: ArrayLike, model_affine: ArrayLike, reference_affine: ArrayLike,
+                          reference_shape: Sequence[int], *,
+                          interpolation: Literal["linear", "nearest"] = "linear") -> np.ndarray:
+    """Resample a 3D map from model space onto a reference (original file) voxel grid.
+
+    Args:
+        amap: ``(X, Y, Z)`` map indexed like the preprocessed image tensor (channel dropped).
+        model_affine: 4x4 voxel-to-world affine of the preprocessed image (``MetaTensor.affine``).
+        reference_affine: 4x4 voxel-to-world affine of the original file (``nibabel.load(f).affine``).
+        reference_shape: the original file's 3 spatial sizes.
+        interpolation: ``'linear'`` (trilinear) or ``'nearest'``.
+
+    Returns:
+        float32 array of ``reference_shape``; voxels that fall outside the model's field of view are 0.
+    """
+    check_choice("interpolation", interpolation, ("linear", "nearest"))
+    src = torch.as_tensor(_np(amap))
+    if src.ndim != 3 or len(reference_shape) != 3:
+        raise ValueError(f"resample_to_reference works on 3D maps and grids, got map {tuple(src.shape)} and "
+                         f"reference shape {tuple(reference_shape)}")
+    to_model = np.linalg.inv(_affine(model_affine, "model_affine")) @ _affine(reference_affine, "reference_affine")
+    to_model_t = torch.as_tensor(to_model, dtype=torch.float64)
+    shape = tuple(int(s) for s in reference_shape)
+    sizes = torch.tensor(src.shape, dtype=torch.float64)
+    mode = "bilinear" if interpolation == "linear" else "nearest"
+    out = np.zeros(shape, dtype=np.float32)
+    j, k = torch.meshgrid(torch.arange(shape[1], dtype=torch.float64), torch.arange(shape[2], dtype=torch.float64),
+                          indexing="ij")
+    slab = max(1, 2_000_000 // max(1, shape[1] * shape[2]))  # bound the sampling grid's memory on big scans
+    for start in range(0, shape[0], slab):
+        i = torch.arange(start, min(shape[0], start + slab), dtype=torch.float64)
+        ii = i[:, None, None].expand(-1, *j.shape)
+        vox = torch.stack([ii, j.expand_as(ii), k.expand_as(ii), torch.ones_like(ii)], dim=-1)
+        coords = (vox @ to_model_t.T)[..., :3]
+        # grid_sample wants (x, y, z) = (last, middle, first) axis, normalised to [-1, 1] on voxel centres.
+        norm = 2.0 * coords / (sizes - 1).clamp_min(1.0) - 1.0
+        grid = norm.flip(-1).float()[None]
+        sampled = F.grid_sample(src[None, None], grid, mode=mode, padding_mode="zeros", align_corners=True)
+        out[start:start + len(i)] = sampled[0, 0].numpy()
+    return out
+
+
+def invert_with_transform(amap: ArrayLike, image: Any, transform: Any, *, key: str | None = None) -> np.ndarray:
+    """Map a model-space map back to the original grid with MONAI's inverse of the eval transform.
+
+    Args:
+        amap: map with the preprocessed image's spatial shape.
+        image: the preprocessed ``monai.data.MetaTensor`` whose ``applied_operations`` record the transform.
+        transform: the eval transform (array ``Compose``, or a dictionary one when ``key`` is given).
+        key: the image key of a dictionary transform.
+
+    Returns:
+        The map on the original grid, float32, channel dropped.
+    """
+    from monai.data import MetaTensor
+
+    if not isinstance(image, MetaTensor) or not image.applied_operations:
+        raise ValueError("invert_with_transform needs the preprocessed MetaTensor with its applied_operations "
+                         "(keep MONAI's track_meta on); use resample_to_reference with the affines otherwise")
+    src = torch.as_tensor(_np(amap))
+    if tuple(src.shape) != tuple(image.shape[1:]):
+        raise ValueError(f"map shape {tuple(src.shape)} differs from the image's spatial shape {tuple(image.shape[1:])}")
+    mt = MetaTensor(src[None], affine=image.affine.clone(), meta=dict(image.meta),
+                    applied_operations=[dict(op) for op in image.applied_operations])
+    inverted = transform.inverse({key: mt})[key] if key is not None else transform.inverse(mt)
+    return np.asarray(inverted.detach().cpu().numpy()[0], dtype=np.float32)
+
+
+def save_nifti(amap: ArrayLike, path: str | Path, affine: ArrayLike, *, reference: str | Path | None = None) -> Path:
+    """Write a 3D map as float32 NIfTI with ``affine`` (both sform and qform), ready to overlay on the input.
+
+    Args:
+        amap: ``(X, Y, Z)`` map on the grid that ``affine`` describes.
+        path: output ``.nii`` / ``.nii.gz`` file.
+        affine: 4x4 voxel-to-world affine, normally the original file's.
+        reference: the original file; its sform/qform codes and units are copied so viewers treat the overlay
+            exactly like the volume.
+    """
+    import nibabel as nib
+
+    arr = _np(amap).astype(np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f"save_nifti writes 3D maps, got shape {arr.shape}")
+    aff = _affine(affine, "affine")
+    img = nib.Nifti1Image(arr, aff)
+    scode, qcode = 1, 1
+    if reference is not None:
+        ref = nib.load(str(reference))
+        if ref.shape[:3] != arr.shape:
+            raise ValueError(f"map shape {arr.shape} differs from the reference {reference} shape {ref.shape[:3]}; "
+                             "resample the map onto the reference grid first (resample_to_reference)")
+        scode = int(ref.header["sform_code"]) or 1
+        qcode = int(ref.header["qform_code"]) or 1
+        img.header.set_xyzt_units(*ref.header.get_xyzt_units())
+    img.set_sform(aff, code=scode)
+    img.set_qform(aff, code=qcode)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+def _display(volume: np.ndarray) -> np.ndarray:
+    """Scale intensities to [0, 1] between the 1st and 99th percentile (CT windows vary too much to fix one)."""
+    lo, hi = np.percentile(volume, [1, 99])
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((volume - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _slice_indices(n: int, num_slices: int, peak: int) -> list[int]:
+    if num_slices >= n:
+        return list(range(n))
+    idx = set(np.linspace(0, n - 1, num_slices).round().astype(int).tolist())
+    if peak not in idx:
+        idx.remove(min(idx, key=lambda v: abs(v - peak)))
+        idx.add(peak)
+    return sorted(idx)
+
+
+def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_slices: int = 12, cols: int = 6,
+                 cmap: str = "jet", alpha: float = 0.4, mask: ArrayLike | None = None, title: str | None = None,
+                 axis_name: str = "slice") -> Path:
+    """PNG montage of slices along the first axis with the map overlaid (the map's peak slice is always shown).
+
+    Args:
+        volume: ``(D, H, W)`` intensities (or ``(C, D, H, W)``; the first channel is shown).
+        amap: ``(D, H, W)`` map at the volume's resolution.
+        path: output ``.png``.
+        num_slices: slices shown, evenly spaced.
+        cols: panels per row.
+        cmap: matplotlib colormap of the overlay.
+        alpha: overlay opacity.
+        mask: optional ``(D, H, W)`` mask drawn as a white contour (e.g. a lesion).
+        title: figure title.
+        axis_name: label of the first axis in panel titles (``'slice'`` or ``'frame'``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vol = _np(volume)
+    vol = vol[0] if vol.ndim == 4 else vol
+    a = normalize_map(amap)
+    if vol.shape != a.shape or vol.ndim != 3:
+        raise ValueError(f"volume {vol.shape} and map {a.shape} must both be (D, H, W) of the same shape")
+    m = _np(mask) if mask is not None else None
+    if m is not None and m.shape != vol.shape:
+        raise ValueError(f"mask shape {m.shape} differs from the volume's {vol.shape}")
+    peak = int(np.unravel_index(int(a.argmax()), a.shape)[0])
+    idx = _slice_indices(vol.shape[0], num_slices, peak)
+    cols = min(cols, len(idx))
+    rows = -(-len(idx) // cols)
+    h, w = vol.shape[1:]
+    panel = 2.2
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel * max(1.0, w / h), rows * panel + 0.5), squeeze=False)
+    shown = _display(vol)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), idx):
+        ax.imshow(shown[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(a[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+        if m is not None and m[i].max() > 0:
+            ax.contour(m[i] > 0.5, levels=[0.5], colors="white", linewidths=1.0)
+        ax.set_title(f"{axis_name} {i}" + (" (peak)" if i == peak else ""), fontsize=8,
+                     color="red" if i == peak else "black")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """Blend a map onto frames: ``(T, H, W)`` grey or ``(T, H, W, 3)`` / ``(3, T, H, W)`` colour -> uint8 ``(T, H, W, 3)``."""
+    import matplotlib
+
+    f = _np(frames)
+    if f.ndim == 4 and f.shape[0] in (1, 3) and f.shape[-1] not in (1, 3):
+        f = np.moveaxis(f, 0, -1)  # (C, T, H, W) as the model sees clips
+    if f.ndim == 4 and f.shape[-1] == 1:
+        f = f[..., 0]
+    if f.ndim == 3:
+        f = np.repeat(f[..., None], 3, axis=-1)
+    if f.ndim != 4 or f.shape[-1] != 3:
+        raise ValueError(f"frames of shape {_np(frames).shape} are not (T, H, W), (T, H, W, 3) or (C, T, H, W)")
+    a = normalize_map(amap)
+    if a.shape != f.shape[:3]:
+        raise ValueError(f"map shape {a.shape} differs from the frames' (T, H, W) {f.shape[:3]}")
+    f = f / 255.0 if f.max() > 1.5 and f.min() >= 0 else _display(f)
+    heat = matplotlib.colormaps[cmap](a)[..., :3]
+    return (np.clip((1 - alpha) * f + alpha * heat, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, fps: float = 8.0, cmap: str = "jet",
+                      alpha: float = 0.4, min_size: int = 256) -> Path:
+    """Animated GIF (``.gif``) or H.264 mp4 (``.mp4``) of a clip with the map overlaid, one frame per time step.
+
+    Small frames are enlarged (nearest neighbour, integer factor) until the shorter side reaches ``min_size``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    check_choice("clip file suffix", suffix, (".gif", ".mp4"))
+    rgb = overlay_rgb(frames, amap, cmap=cmap, alpha=alpha)
+    factor = max(1, -(-min_size // min(rgb.shape[1:3])))
+    rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(fr) for fr in rgb]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+        return path
+    import av
+
+    h, w = rgb.shape[1] // 2 * 2, rgb.shape[2] // 2 * 2  # yuv420p needs even sizes
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for fr in rgb:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr[:h, :w]), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
