@@ -45,7 +45,10 @@ class VisionTransformer(nn.Module):
         no_embed_class: add position embeddings to patch tokens only (the class token gets none), as MONAI does.
         global_pool: ``'token'`` reads the class token, ``'avg'`` averages patch tokens.
         fc_norm: LayerNorm after pooling instead of before; defaults to ``global_pool == 'avg'`` as in timm.
-        pos_embed: ``'learn'`` (trainable table), ``'sincos'`` (fixed) or ``'none'``.
+        pos_embed: ``'learn'`` (trainable table), ``'sincos'`` (fixed), ``'none'``, or ``'learn_separable'``:
+            a trainable table over the in-plane grid (axes 1..n-1, with the class-token slot) plus a
+            zero-initialised ``pos_embed_temporal`` ``(1, grid[0], D)`` over axis 0, summed per token
+            (TimeSformer-style; what ``vit3d inflate --pos separate`` writes).
         init_values: LayerScale init; ``None`` disables LayerScale.
         norm_eps: LayerNorm epsilon (1e-6 for timm/Google weights, 1e-12 for HF, 1e-5 for MONAI).
         drop_rate: dropout before the head.
@@ -74,7 +77,7 @@ class VisionTransformer(nn.Module):
         no_embed_class: bool = False,
         global_pool: Literal["token", "avg"] = "token",
         fc_norm: bool | None = None,
-        pos_embed: Literal["learn", "sincos", "none"] = "learn",
+        pos_embed: Literal["learn", "sincos", "none", "learn_separable"] = "learn",
         init_values: float | None = None,
         norm_eps: float = 1e-6,
         drop_rate: float = 0.0,
@@ -87,7 +90,7 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("global_pool", global_pool, ("token", "avg"))
-        check_choice("pos_embed", pos_embed, ("learn", "sincos", "none"))
+        check_choice("pos_embed", pos_embed, ("learn", "sincos", "none", "learn_separable"))
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
         if embed_dim % num_heads:
@@ -119,7 +122,14 @@ class VisionTransformer(nn.Module):
         grid = self.patch_embed.grid_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         pos_tokens = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
-        if pos_embed == "learn":
+        self.pos_embed_temporal = None
+        if pos_embed == "learn_separable":
+            if n < 2:
+                raise ValueError("pos_embed='learn_separable' needs at least 2 spatial dims; use 'learn'")
+            plane_tokens = math.prod(grid[1:]) + (0 if no_embed_class else self.num_prefix_tokens)
+            self.pos_embed = nn.Parameter(torch.zeros(1, plane_tokens, embed_dim))
+            self.pos_embed_temporal = nn.Parameter(torch.zeros(1, grid[0], embed_dim))  # zero: starts as 'learn'
+        elif pos_embed == "learn":
             self.pos_embed = nn.Parameter(torch.zeros(1, pos_tokens, embed_dim))
         elif pos_embed == "sincos":
             # Fixed, so not saved: it is rebuilt exactly for any grid, no interpolation needed.
@@ -184,12 +194,22 @@ class VisionTransformer(nn.Module):
         """Position table for a token grid, resampled (learned) or rebuilt (sin-cos) when it differs."""
         if self.pos_embed is None:
             return None
+        if self.pos_embed_temporal is not None:
+            return self._separable_pos_table(grid)
         if grid == self.grid_size:
             return self.pos_embed
         if self.pos_embed_type == "sincos":
             return sincos_pos_embed(grid, self.embed_dim, dtype=x.dtype, device=x.device)[None]
         prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         return resample_pos_embed(self.pos_embed, grid, self.grid_size, num_prefix_tokens=prefix)
+
+    def _separable_pos_table(self, grid: tuple[int, ...]) -> torch.Tensor:
+        """In-plane table plus temporal table, broadcast to ``(1, prefix + prod(grid), D)`` in token order."""
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        plane = resample_pos_embed(self.pos_embed, grid[1:], self.grid_size[1:], num_prefix_tokens=prefix)
+        time = resample_pos_embed(self.pos_embed_temporal, grid[:1], self.grid_size[:1], num_prefix_tokens=0)
+        table = (time[:, :, None] + plane[:, None, prefix:]).flatten(1, 2)
+        return torch.cat([plane[:, :prefix], table], dim=1)
 
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         pos = self._pos_table(grid, x)
