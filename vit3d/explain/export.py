@@ -112,7 +112,8 @@ def invert_with_transform(amap: ArrayLike, image: Any, transform: Any, *, key: s
     src = torch.as_tensor(_np(amap))
     if tuple(src.shape) != tuple(image.shape[1:]):
         raise ValueError(f"map shape {tuple(src.shape)} differs from the image's spatial shape {tuple(image.shape[1:])}")
-    mt = MetaTensor(src[None], affine=image.affine.clone(), meta=dict(image.meta),
+    meta = {k: v for k, v in image.meta.items() if k != "affine"}
+    mt = MetaTensor(src[None], affine=image.affine.clone(), meta=meta,
                     applied_operations=[dict(op) for op in image.applied_operations])
     inverted = transform.inverse({key: mt})[key] if key is not None else transform.inverse(mt)
     return np.asarray(inverted.detach().cpu().numpy()[0], dtype=np.float32)
