@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +40,7 @@ class PatchEmbed(nn.Module):
         self.patch_size = to_ntuple(patch_size, n, "patch_size")
         check_divisible(self.img_size, self.patch_size)
         self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
-        self.num_patches = int(torch.tensor(self.grid_size).prod())
+        self.num_patches = math.prod(self.grid_size)
         self.in_chans = in_chans
         self.dynamic_img_size = dynamic_img_size
         self.proj = _CONV[n](in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -48,7 +49,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: Sequence[int], old_siz
     new_size, old_size = tuple(int(s) for s in new_size), tuple(int(s) for s in old_size)
     if len(new_size) != len(old_size):
         raise ValueError(f"cannot resample a {len(old_size)}-D grid {old_size} to a {len(new_size)}-D grid {new_size}")
-    expected = num_prefix_tokens + int(torch.tensor(old_size).prod())
+    expected = num_prefix_tokens + math.prod(old_size)
     if pos_embed.ndim != 3 or pos_embed.shape[1] != expected:
         raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix tokens "
                          f"plus a {old_size} grid ({expected} tokens)")

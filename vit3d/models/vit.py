@@ -138,7 +138,7 @@ class VisionTransformer(nn.Module):
             self.pos_embed = None
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth rises linearly
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
                   attn_drop=attn_drop_rate, init_values=init_values, drop_path=dpr[i], norm_eps=norm_eps)
@@ -168,6 +168,10 @@ class VisionTransformer(nn.Module):
     @property
     def img_size(self) -> tuple[int, ...]:
         return self.patch_embed.img_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.patch_embed.in_chans
 
     @property
     def patch_size(self) -> tuple[int, ...]:
