@@ -14,15 +14,23 @@ GEOMETRY = {2: dict(img_size=(32, 24), patch_size=(8, 8)), 3: dict(img_size=(8, 
 
 
 def _model(family: str, dims: int, **overrides: object) -> nn.Module:
+    if family == "cct":  # conv tokenizer, sequence pooling, no class token
+        size = GEOMETRY[dims]["img_size"]
+        return vit3d.create_model(f"cct_2_3x2_32_{dims}d", img_size=size, embed_dim=48, num_heads=3, depth=3,
+                                  num_classes=4, in_chans=2, **overrides).eval()
     name = f"{family}_tiny_patch16_{dims}d"
     return vit3d.create_model(name, **{**TINY, **GEOMETRY[dims], **overrides}).eval()
+
+
+def _num_tokens(model: nn.Module, x: torch.Tensor) -> int:
+    return int(torch.tensor(token_grid(model, x.shape[2:])).prod()) + model.num_prefix_tokens
 
 
 def _input(dims: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 2, *GEOMETRY[dims]["img_size"])
 
 
-CASES = [(f, d) for f in ("vit", "simple_vit") for d in (2, 3)]
+CASES = [(f, d) for f in ("vit", "simple_vit", "cct") for d in (2, 3)]
 
 
 @pytest.mark.parametrize(("family", "dims"), CASES)
@@ -32,7 +40,7 @@ def test_capture_keeps_the_sdpa_logits(family: str, dims: int) -> None:
         reference = model(x)  # SDPA path
     capture = capture_attention(model, x)
     torch.testing.assert_close(capture.logits, reference, atol=1e-5, rtol=1e-5)
-    n = model.patch_embed.num_patches + model.num_prefix_tokens
+    n = _num_tokens(model, x)
     assert len(capture.attentions) == TINY["depth"]
     assert all(a.shape == (2, TINY["num_heads"], n, n) for a in capture.attentions)
     # recording is switched off again: no layer keeps a sink
@@ -64,11 +72,11 @@ def test_captured_probabilities_match_torch_multihead_attention(family: str, dim
 def test_map_matches_input_shape(family: str, dims: int, method: str) -> None:
     model, x = _model(family, dims), _input(dims)
     result = explain(model, x, method=method)
-    grid = model.patch_embed.grid_size
+    grid = token_grid(model, x.shape[2:])
     assert result.tokens.shape == (2, *grid)
     assert result.map.shape == (2, *x.shape[2:])
     assert (result.tokens >= 0).all()
-    assert result.read_from == ("token" if family == "vit" else "avg")
+    assert result.read_from == {"vit": "token", "simple_vit": "avg", "cct": "sequence_pool"}[family]
 
 
 def test_last_layer_map_is_the_class_token_row() -> None:
@@ -88,6 +96,26 @@ def test_pooled_rollout_reads_the_mean_token() -> None:
     torch.testing.assert_close(result.tokens.flatten(1), r.mean(1))
     # without prefix tokens each row is a distribution over patches, so is their mean
     torch.testing.assert_close(result.tokens.flatten(1).sum(-1), torch.ones(2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cct_maps_read_through_sequence_pooling(dims: int) -> None:
+    from vit3d.explain import attention_rollout
+
+    model, x = _model("cct", dims), _input(dims)
+    capture = capture_attention(model, x)
+    with torch.no_grad():
+        logits, weights = model.forward_with_pool_weights(x)
+    torch.testing.assert_close(capture.pool_weights, weights)
+    torch.testing.assert_close(capture.logits, logits)
+    with torch.no_grad():
+        expected_pool = model.pool_weights(x)
+    torch.testing.assert_close(explain(model, x, method="pool").tokens, expected_pool)
+    # rollout: the pooled feature is sum_i w_i x_i, so its relevance is w^T R
+    r = attention_rollout(capture.attentions)
+    rollout = explain(model, x, method="rollout").tokens.flatten(1)
+    torch.testing.assert_close(rollout, torch.einsum("bi,bij->bj", weights, r))
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(2), atol=1e-5, rtol=0)
 
 
 def test_dynamic_img_size_uses_the_input_grid() -> None:
@@ -132,5 +160,5 @@ def test_bad_arguments() -> None:
         explain(model, torch.randn(1, 2, 8, 32, 32))
     with pytest.raises(ValueError, match="interpolation"):
         upsample_map(torch.rand(1, 2, 2), (4, 4), "cubic")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="token_grid"):
+    with pytest.raises(ValueError, match="cannot place its tokens"):
         token_grid(nn.Linear(2, 2), (4, 4))

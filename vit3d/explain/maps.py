@@ -24,9 +24,10 @@ from vit3d.layers import check_choice, record_attention
 from .rollout import HeadFusion, attention_rollout, fuse_heads, read_tokens
 
 Method = Literal["rollout", "last", "pool"]
-POOL_WEIGHTS_METHOD = "sequence_pool_weights"
-"""Name of the method a sequence-pooling model (CCT) exposes: ``model.sequence_pool_weights(x) -> (B, N)``
-softmax weights over its tokens for input ``x``. Any model with this method is explained through its pooling."""
+POOL_WEIGHTS_METHOD = "forward_with_pool_weights"
+"""Name of the method a sequence-pooling model exposes (:class:`vit3d.models.CCT`):
+``model.forward_with_pool_weights(x) -> (logits (B, classes), weights (B, N))``, the softmax weights over its
+tokens. Any model with this method is explained through its pooling."""
 
 __all__ = ["AttentionCapture", "AttentionMap", "POOL_WEIGHTS_METHOD", "capture_attention", "eval_mode", "explain",
            "token_grid", "upsample_map"]
@@ -34,10 +35,17 @@ __all__ = ["AttentionCapture", "AttentionMap", "POOL_WEIGHTS_METHOD", "capture_a
 
 @dataclass
 class AttentionCapture:
-    """One forward pass: ``logits (B, classes)`` and ``attentions``, one ``(B, heads, N, N)`` per layer."""
+    """One forward pass.
+
+    Attributes:
+        logits: ``(B, classes)``, the same as ``model(x)``.
+        attentions: one ``(B, heads, N, N)`` probability tensor per attention layer, in execution order.
+        pool_weights: ``(B, N)`` sequence-pooling weights for models that pool that way (CCT), else ``None``.
+    """
 
     logits: torch.Tensor
     attentions: list[torch.Tensor]
+    pool_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -72,24 +80,33 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def capture_attention(model: nn.Module, x: torch.Tensor) -> AttentionCapture:
-    """Run ``model(x)`` once in eval mode without gradients, recording every attention layer's probabilities."""
+    """Run ``model(x)`` once in eval mode without gradients, recording every attention layer's probabilities.
+
+    For a sequence-pooling model the same pass also returns its pooling weights (see :data:`POOL_WEIGHTS_METHOD`).
+    """
+    pooled = getattr(model, POOL_WEIGHTS_METHOD, None)
+    weights = None
     with eval_mode(model), torch.no_grad(), record_attention(model) as maps:
-        logits = model(x)
-    return AttentionCapture(logits=logits, attentions=list(maps))
+        if callable(pooled):
+            logits, weights = pooled(x)
+            weights = weights.reshape(weights.shape[0], -1).float()
+        else:
+            logits = model(x)
+    return AttentionCapture(logits=logits, attentions=list(maps), pool_weights=weights)
 
 
 def token_grid(model: nn.Module, spatial: Sequence[int]) -> tuple[int, ...]:
     """Token grid the model uses for an input of spatial size ``spatial`` (dynamic sizes included).
 
-    Models with a :class:`vit3d.layers.PatchEmbed` answer through ``patch_embed.grid_for``; other tokenizers
-    (CCT's convolutional one) through a ``token_grid(spatial)`` method.
+    Models with a :class:`vit3d.layers.PatchEmbed` answer through ``patch_embed.grid_for``; models with another
+    tokenizer (CCT's convolutional one) through their own ``grid_for(spatial)``.
     """
     embed = getattr(model, "patch_embed", None)
     if embed is not None and callable(getattr(embed, "grid_for", None)):
         return tuple(embed.grid_for(spatial))
-    if callable(getattr(model, "token_grid", None)):
-        return tuple(model.token_grid(spatial))
-    raise ValueError(f"{type(model).__name__} exposes neither patch_embed.grid_for nor token_grid(spatial); "
+    if callable(getattr(model, "grid_for", None)):
+        return tuple(model.grid_for(spatial))
+    raise ValueError(f"{type(model).__name__} exposes neither patch_embed.grid_for(spatial) nor grid_for(spatial); "
                      "cannot place its tokens on the input grid")
 
 
@@ -111,22 +128,14 @@ def upsample_map(tokens: torch.Tensor, size: Sequence[int], interpolation: Liter
     return F.interpolate(tokens[:, None].float(), size=size, mode=mode, align_corners=False)[:, 0]
 
 
-def _pool_weights(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    fn = getattr(model, POOL_WEIGHTS_METHOD, None)
-    if not callable(fn):
-        return None
-    with eval_mode(model), torch.no_grad():
-        w = fn(x)
-    return w.reshape(w.shape[0], -1).float()
-
-
 def explain(model: nn.Module, x: torch.Tensor, *, method: Method = "rollout", head_fusion: HeadFusion = "mean",
             interpolation: Literal["linear", "nearest"] = "linear") -> AttentionMap:
     """Attention map of ``model`` for the batch ``x`` ``(B, C, *spatial)``, at the input's resolution.
 
     Args:
         model: a vit3d ViT / SimpleViT (class token or mean pooling) or a sequence-pooling model such as CCT
-            (any model with a ``sequence_pool_weights(x)`` method).
+            (any model with a ``forward_with_pool_weights(x)`` method). CCT's tokens overlap, so its map places
+            each token at the centre of its cell of the token grid stretched over the input.
         x: input batch, preprocessed as for evaluation.
         method: ``'rollout'`` (attention rollout through every layer), ``'last'`` (last layer only) or ``'pool'``
             (CCT's sequence-pooling weights themselves).
@@ -139,7 +148,7 @@ def explain(model: nn.Module, x: torch.Tensor, *, method: Method = "rollout", he
     check_choice("method", method, ("rollout", "last", "pool"))
     grid = token_grid(model, x.shape[2:])
     capture = capture_attention(model, x)
-    weights = _pool_weights(model, x)
+    weights = capture.pool_weights
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     if weights is not None:
         if weights.shape[1] == _n(grid) + prefix:
