@@ -36,7 +36,14 @@ def nifti_file(tmp_path: Path) -> Path:
 
 
 def _eval_transform():  # noqa: ANN202 - a MONAI Compose
-    from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation, ResizeWithPadOrCrop, Spacing
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirst,
+        LoadImage,
+        Orientation,
+        ResizeWithPadOrCrop,
+        Spacing,
+    )
 
     return Compose([LoadImage(image_only=True), EnsureChannelFirst(), Orientation("RAS"),
                     Spacing(pixdim=(1.5, 1.5, 1.5)), ResizeWithPadOrCrop((16, 16, 16))])

@@ -56,7 +56,7 @@ def test_captured_probabilities_match_torch_multihead_attention(family: str, dim
     capture = capture_attention(model, x)
     for h in hooks:
         h.remove()
-    for block, tokens, probs in zip(model.blocks, inputs, capture.attentions):
+    for block, tokens, probs in zip(model.blocks, inputs, capture.attentions, strict=True):
         mha = nn.MultiheadAttention(TINY["embed_dim"], TINY["num_heads"], batch_first=True)
         with torch.no_grad():
             mha.in_proj_weight.copy_(block.attn.qkv.weight)

@@ -211,7 +211,7 @@ def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_sl
     shown = _display(vol)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, i in zip(axes.ravel(), idx):
+    for ax, i in zip(axes.ravel(), idx, strict=False):  # spare panels stay blank
         ax.imshow(shown[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.imshow(a[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
         if m is not None and m[i].max() > 0:
