@@ -1,0 +1,10 @@
+"""Datasets for 3D data: CT/MRI volumes, video clips, and seeded synthetic datasets written as real files.
+
+MONAI, TorchIO, decord and PyAV are imported where they are used, so ``import vit3d.data`` stays fast.
+"""
+
+from . import synthetic
+from .common import BadRow, SampleError, ValidationReport, collate
+from .volume import VolumeDataset, load_volume
+
+__all__ = ["BadRow", "SampleError", "ValidationReport", "VolumeDataset", "collate", "load_volume", "synthetic"]
