@@ -1,0 +1,314 @@
+"""2D ViT checkpoint layouts -> the canonical timm layout of :class:`vit3d.VisionTransformer`.
+
+Each converter is a pure function ``(tensors, config) -> (state, hints)`` that renames, fuses and transposes
+tensors, records every change in a :class:`LoadReport`, and returns architecture ``hints`` the shapes cannot
+tell (head count, LayerNorm eps, image size). Keys a converter does not know pass through unchanged, so the
+strict load afterwards names them. Layout facts: ``/work/shared/reference/checkpoints.md`` (the table there
+is what the tests check against each library's own forward pass).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .report import LoadReport, shape
+
+__all__ = ["FORMATS", "convert", "detect_format"]
+
+Tensors = dict[str, torch.Tensor]
+Hints = dict[str, Any]
+
+
+# ---------------------------------------------------------------------- helpers
+def _move(src: Tensors, dst: Tensors, old: str, new: str, report: LoadReport) -> None:
+    if old in src:
+        dst[new] = src.pop(old)
+        report.rename(old, new)
+
+
+def _fuse_qkv(src: Tensors, dst: Tensors, names: tuple[str, str, str], new: str, report: LoadReport) -> None:
+    """Concatenate separate q, k, v projections (rows q;k;v, heads contiguous) into one fused ``qkv``."""
+    if all(n in src for n in names):
+        dst[new] = torch.cat([src.pop(n) for n in names], dim=0)
+        report.renamed += [(n, new) for n in names]
+
+
+def _blocks(keys: list[str], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
+
+
+def _strip_prefix(tensors: Tensors, prefix: str, report: LoadReport, keep: tuple[str, ...] = ()) -> Tensors:
+    out = {}
+    for k, v in tensors.items():
+        new = k[len(prefix):] if k.startswith(prefix) and not k.startswith(keep or ("\0",)) else k
+        out[new] = v
+    if any(k.startswith(prefix) for k in tensors):
+        report.notes.append(f"stripped the prefix {prefix!r}")
+    return out
+
+
+def _drop(src: Tensors, key: str, why: str, report: LoadReport) -> None:
+    if key in src:
+        report.dropped.append((key, shape(src.pop(key)), why))
+
+
+# ---------------------------------------------------------------------- timm and vit3d
+def _from_timm(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
+    hints: Hints = {}
+    args = config.get("model_args") or config.get("pretrained_cfg", {}).get("model_args") or {}
+    for key in ("num_heads", "global_pool", "class_token", "qkv_bias", "no_embed_class", "fc_norm"):
+        if key in args:
+            hints[key] = args[key]
+    if "global_pool" in config and config["global_pool"] in ("token", "avg"):
+        hints.setdefault("global_pool", config["global_pool"])
+    arch = str(config.get("architecture", ""))
+    for size, heads in (("tiny", 3), ("small", 6), ("base", 12), ("large", 16), ("huge", 16)):
+        if f"_{size}_" in arch:
+            hints.setdefault("num_heads", heads)
+    if arch:
+        report.notes.append(f"timm config.json: architecture {arch!r}")
+    return dict(t), hints
+
+
+def _from_vit3d(t: Tensors, metadata: dict[str, str], report: LoadReport) -> tuple[Tensors, Hints]:
+    config = json.loads(metadata["vit3d.config"])
+    for key in ("img_size", "patch_size"):
+        if isinstance(config.get(key), list):
+            config[key] = tuple(config[key])
+    provenance = json.loads(metadata.get("vit3d.provenance", "{}"))
+    if provenance:
+        report.notes.append(f"vit3d file; provenance: {provenance}")
+    return dict(t), {"__config__": config}
+
+
+# ---------------------------------------------------------------------- torchvision
+def _from_torchvision(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
+    src, out = dict(t), {}
+    for old, new in (("class_token", "cls_token"), ("conv_proj.weight", "patch_embed.proj.weight"),
+                     ("conv_proj.bias", "patch_embed.proj.bias"), ("encoder.pos_embedding", "pos_embed"),
+                     ("encoder.ln.weight", "norm.weight"), ("encoder.ln.bias", "norm.bias"),
+                     ("heads.head.weight", "head.weight"), ("heads.head.bias", "head.bias")):
+        _move(src, out, old, new, report)
+    for i in _blocks(list(src), r"encoder\.layers\.encoder_layer_(\d+)\."):
+        p, q = f"encoder.layers.encoder_layer_{i}.", f"blocks.{i}."
+        pairs = [("ln_1", "norm1"), ("self_attention.in_proj", "attn.qkv"), ("self_attention.out_proj", "attn.proj"),
+                 ("ln_2", "norm2"), ("mlp.0", "mlp.fc1"), ("mlp.3", "mlp.fc2"), ("mlp.linear_1", "mlp.fc1"),
+                 ("mlp.linear_2", "mlp.fc2")]
+        for old, new in pairs:
+            for suffix in (".weight", ".bias", "_weight", "_bias"):
+                if p + old + suffix in src:
+                    _move(src, out, p + old + suffix, q + new + "." + suffix[1:], report)
+    out.update(src)  # leftovers (heads.pre_logits, conv stems) fail the strict load by name
+    return out, {"norm_eps": 1e-6}
+
+
+# ---------------------------------------------------------------------- HF transformers
+_HF_LEGACY = (("attention.output.dense", "attn.proj"), ("intermediate.dense", "mlp.fc1"),
+              ("output.dense", "mlp.fc2"), ("layernorm_before", "norm1"), ("layernorm_after", "norm2"))
+_HF_V5 = (("attention.o_proj", "attn.proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+          ("layernorm_before", "norm1"), ("layernorm_after", "norm2"))
+
+
+def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
+    src = _strip_prefix(t, "vit.", report, keep=("classifier.",))
+    out: Tensors = {}
+    for old, new in (("embeddings.cls_token", "cls_token"), ("embeddings.position_embeddings", "pos_embed"),
+                     ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
+                     ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
+                     ("layernorm.weight", "norm.weight"), ("layernorm.bias", "norm.bias"),
+                     ("classifier.weight", "head.weight"), ("classifier.bias", "head.bias")):
+        _move(src, out, old, new, report)
+    _drop(src, "embeddings.mask_token", "mask token, used only for masked image modelling", report)
+    for part in ("weight", "bias"):
+        _drop(src, f"pooler.dense.{part}", "ViTModel pooler (dense + tanh); not part of last_hidden_state", report)
+    for prefix, layout, qkv in (("encoder.layer.", _HF_LEGACY, ("attention.attention.query", "attention.attention.key",
+                                                                   "attention.attention.value")),
+                                ("layers.", _HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj"))):
+        for i in _blocks(list(src), re.escape(prefix) + r"(\d+)\."):
+            p, q = f"{prefix}{i}.", f"blocks.{i}."
+            for part in ("weight", "bias"):
+                _fuse_qkv(src, out, tuple(f"{p}{n}.{part}" for n in qkv), f"{q}attn.qkv.{part}", report)
+                for old, new in layout:
+                    _move(src, out, f"{p}{old}.{part}", f"{q}{new}.{part}", report)
+    out.update(src)
+    hints: Hints = {"norm_eps": 1e-12}
+    if config:
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"HF config hidden_act={config['hidden_act']!r}; vit3d's blocks use exact GELU "
+                             "('gelu') only")
+        hints.update(num_heads=config.get("num_attention_heads"), norm_eps=config.get("layer_norm_eps", 1e-12),
+                     img_size=config.get("image_size"))
+        hints = {k: v for k, v in hints.items() if v is not None}
+    return out, hints
+
+
+# ---------------------------------------------------------------------- MONAI
+def _from_monai(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
+    src, out = dict(t), {}
+    for old, new in (("patch_embedding.position_embeddings", "pos_embed"),
+                     ("patch_embedding.patch_embeddings.weight", "patch_embed.proj.weight"),
+                     ("patch_embedding.patch_embeddings.bias", "patch_embed.proj.bias"),
+                     ("classification_head.0.weight", "head.weight"), ("classification_head.0.bias", "head.bias"),
+                     ("classification_head.weight", "head.weight"), ("classification_head.bias", "head.bias")):
+        _move(src, out, old, new, report)
+    if "patch_embedding.patch_embeddings.1.weight" in src:
+        raise ValueError("MONAI proj_type='perceptron' checkpoints are not supported; build the MONAI ViT with "
+                         "proj_type='conv' (the default)")
+    if "classification_head.0.weight" in t:
+        report.notes.append("MONAI's classification head ends in Tanh; vit3d returns the logits before it "
+                            "(apply torch.tanh to match MONAI's output)")
+    for i in _blocks(list(src), r"blocks\.(\d+)\."):
+        p = f"blocks.{i}."
+        for part in ("weight", "bias"):
+            _fuse_qkv(src, out, tuple(f"{p}attn.to_{n}.{part}" for n in "qkv"), f"{p}attn.qkv.{part}", report)
+            for old, new in (("attn.out_proj", "attn.proj"), ("mlp.linear1", "mlp.fc1"), ("mlp.linear2", "mlp.fc2")):
+                _move(src, out, f"{p}{old}.{part}", f"{p}{new}.{part}", report)
+            if not any(k.startswith(f"{p}cross_attn.") for k in src):
+                _drop(src, f"{p}norm_cross_attn.{part}", "MONAI builds it even without cross-attention; unused",
+                      report)
+    out.update(src)
+    return out, {"norm_eps": 1e-5}
+
+
+# ---------------------------------------------------------------------- Google vit_jax / big_vision npz
+def _jax_prefix(keys: list[str]) -> str:
+    for k in keys:
+        if k.endswith("embedding/kernel") and not k.endswith("pos_embedding/kernel"):
+            return k[: -len("embedding/kernel")]
+    return ""
+
+
+def _from_jax(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
+    prefix = _jax_prefix(list(t))
+    if prefix:
+        report.notes.append(f"npz weights under the prefix {prefix!r}")
+    src = {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
+    for k in t:
+        if not k.startswith(prefix):
+            report.dropped.append((k, shape(t[k]), f"outside the model prefix {prefix!r} (optimiser state etc.)"))
+    src = _unstack_blocks(src, report)
+    out: Tensors = {}
+
+    def take(old: str, new: str, fn: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> None:
+        if old in src:
+            out[new] = fn(src.pop(old)).contiguous()
+            report.rename(old, new)
+
+    take("embedding/kernel", "patch_embed.proj.weight", lambda k: k.permute(3, 2, *range(k.ndim - 2)))
+    take("embedding/bias", "patch_embed.proj.bias")
+    take("cls", "cls_token")
+    take("Transformer/posembed_input/pos_embedding", "pos_embed")
+    take("pos_embedding", "pos_embed")
+    take("Transformer/encoder_norm/scale", "norm.weight")
+    take("Transformer/encoder_norm/bias", "norm.bias")
+    take("head/kernel", "head.weight", lambda k: k.T)
+    take("head/bias", "head.bias")
+    hints: Hints = {"norm_eps": 1e-6}
+    for i in _blocks(list(src), r"Transformer/encoderblock_(\d+)/"):
+        p, q = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        subs = sorted({k[len(p):].split("/")[0] for k in src if k.startswith(p)}, key=_flax_index)
+        norms = [s for s in subs if s.startswith("LayerNorm_")]
+        attn = next((s for s in subs if s.startswith("MultiHeadDotProductAttention_")), None)
+        mlp = next((s for s in subs if s.startswith("MlpBlock_")), None)
+        if len(norms) != 2 or attn is None or mlp is None:
+            continue  # left in src: the strict load names them
+        for norm, new in zip(norms, ("norm1", "norm2"), strict=True):
+            take(f"{p}{norm}/scale", f"{q}{new}.weight")
+            take(f"{p}{norm}/bias", f"{q}{new}.bias")
+        a = f"{p}{attn}/"
+        if all(f"{a}{n}/kernel" in src for n in ("query", "key", "value")):
+            hints["num_heads"] = int(src[f"{a}query/kernel"].shape[1])
+            out[f"{q}attn.qkv.weight"] = torch.cat([src.pop(f"{a}{n}/kernel").flatten(1).T for n in
+                                                     ("query", "key", "value")]).contiguous()
+            report.renamed += [(f"{a}{n}/kernel", f"{q}attn.qkv.weight") for n in ("query", "key", "value")]
+            if all(f"{a}{n}/bias" in src for n in ("query", "key", "value")):
+                out[f"{q}attn.qkv.bias"] = torch.cat([src.pop(f"{a}{n}/bias").flatten() for n in
+                                                       ("query", "key", "value")])
+                report.renamed += [(f"{a}{n}/bias", f"{q}attn.qkv.bias") for n in ("query", "key", "value")]
+        take(f"{a}out/kernel", f"{q}attn.proj.weight", lambda k: k.flatten(0, 1).T)
+        take(f"{a}out/bias", f"{q}attn.proj.bias")
+        take(f"{p}{mlp}/Dense_0/kernel", f"{q}mlp.fc1.weight", lambda k: k.T)
+        take(f"{p}{mlp}/Dense_0/bias", f"{q}mlp.fc1.bias")
+        take(f"{p}{mlp}/Dense_1/kernel", f"{q}mlp.fc2.weight", lambda k: k.T)
+        take(f"{p}{mlp}/Dense_1/bias", f"{q}mlp.fc2.bias")
+    report.notes.append("Flax's nn.gelu is the tanh approximation; vit3d (like timm's port) uses exact GELU")
+    out.update(src)
+    return out, hints
+
+
+def _flax_index(name: str) -> int:
+    m = re.search(r"_(\d+)$", name)
+    return int(m.group(1)) if m else -1
+
+
+def _unstack_blocks(src: Tensors, report: LoadReport) -> Tensors:
+    """big_vision's scanned encoder stores every block under ``encoderblock/`` with a leading layer axis."""
+    stacked = [k for k in src if k.startswith("Transformer/encoderblock/")]
+    if not stacked:
+        return src
+    out = {k: v for k, v in src.items() if k not in stacked}
+    for k in stacked:
+        rest = k[len("Transformer/encoderblock/"):]
+        for i, v in enumerate(src[k].unbind(0)):
+            out[f"Transformer/encoderblock_{i}/{rest}"] = v
+    report.notes.append(f"unstacked {len(stacked)} scanned big_vision block tensors along their layer axis")
+    return out
+
+
+# ---------------------------------------------------------------------- registry and detection
+# name -> (keys whose presence identifies it, converter)
+FORMATS: dict[str, tuple[str, ...]] = {
+    "timm": ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"),
+    "torchvision": ("conv_proj.weight", "encoder.pos_embedding"),
+    "hf": ("embeddings.patch_embeddings.projection.weight",),
+    "jax": ("embedding/kernel",),
+    "monai": ("patch_embedding.position_embeddings",),
+    "vit3d": ("safetensors metadata 'vit3d.config'",),
+}
+
+_CONVERTERS = {"timm": _from_timm, "torchvision": _from_torchvision, "hf": _from_hf, "jax": _from_jax,
+               "monai": _from_monai}
+
+
+def detect_format(keys: list[str], metadata: dict[str, str] | None = None, source: str = "") -> str:
+    """Name of the layout ``keys`` follow, or a ValueError listing what was found and the formats known."""
+    if metadata and "vit3d.config" in metadata:
+        return "vit3d"
+    found = []
+    for name, marks in FORMATS.items():
+        if name == "vit3d":
+            continue
+        if all(any(k == m or k.endswith("." + m) or k.endswith("/" + m) for k in keys) for m in marks):
+            found.append(name)
+    if len(found) == 1:
+        return found[0]
+    known = "; ".join(f"{n} ({', '.join(m)})" for n, m in FORMATS.items())
+    sample = sorted(keys)[:8]
+    what = f"it matches several ({found})" if found else "no known layout matched"
+    raise ValueError(f"cannot tell the checkpoint format of {source or 'the state dict'}: {what}. Found "
+                     f"{len(keys)} tensors, e.g. {sample}. Known formats (identifying keys): {known}. Pass "
+                     "format=... (CLI: --format) if the file is one of them")
+
+
+def convert(tensors: Tensors, fmt: str, *, config: dict[str, Any] | None = None,
+            metadata: dict[str, str] | None = None, report: LoadReport) -> tuple[Tensors, Hints]:
+    """Canonical state dict and architecture hints from ``tensors`` in layout ``fmt``."""
+    if fmt == "vit3d":
+        if not metadata or "vit3d.config" not in metadata:
+            raise ValueError(f"{report.source or 'the file'} has no 'vit3d.config' metadata; it was not written "
+                             "by vit3d (pick its real format or format='auto')")
+        return _from_vit3d(tensors, metadata, report)
+    if fmt not in _CONVERTERS:
+        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMATS]}")
+    keys = list(tensors)
+    absent = [m for m in FORMATS[fmt] if not any(k == m or k.endswith(("." + m, "/" + m)) for k in keys)]
+    if absent:
+        raise ValueError(f"format={fmt!r} expects tensors named like {list(FORMATS[fmt])}, but {absent} are absent "
+                         f"from {report.source or 'the state dict'} (found e.g. {sorted(keys)[:8]}); use "
+                         f"format='auto' or the file's real format")
+    return _CONVERTERS[fmt](tensors, config or {}, report)

@@ -1,0 +1,184 @@
+"""Loading checkpoints into models strictly, and the vit3d safetensors file (weights + config + provenance)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit3d.layers.helpers import to_ntuple
+from vit3d.models import VisionTransformer, build_model, model_entrypoint
+
+from .adapt import adapt_checkpoint
+from .config import HINT_KEYS, infer_config, vit_config
+from .formats import FORMATS, convert, detect_format
+from .inflate import inflate
+from .io import read_checkpoint
+from .report import Checkpoint, LoadReport
+
+__all__ = ["create_pretrained", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
+
+# Properties of how a checkpoint was trained that a named preset takes from it unless overridden.
+_INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values")
+
+
+def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - issue's name
+    """Read a ViT checkpoint into the canonical layout and infer its architecture.
+
+    Args:
+        source: a timm / torchvision / MONAI state dict (``.pth``, ``.bin``, ``.safetensors``), a HF directory
+            (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), a Google ``.npz``, or a vit3d
+            safetensors file.
+        format: ``'auto'`` (detected from key names) or one of :data:`vit3d.weights.FORMATS`.
+        **hints: values shapes cannot tell: ``num_heads`` (heads of 64 are assumed otherwise), ``img_size`` for a
+            non-square grid, ``norm_eps``, ``pos_embed`` when there is no table, and the pooling keys.
+
+    Returns:
+        ``Checkpoint(state_dict, config, report)``. Despite the name, 3D MONAI or vit3d checkpoints load too.
+    """
+    unknown = sorted(set(hints) - set(HINT_KEYS))
+    if unknown:
+        raise ValueError(f"load_2d got unknown hint(s) {unknown}; valid hints: {list(HINT_KEYS)}")
+    raw = read_checkpoint(source)
+    fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMATS]}")
+    report = LoadReport(source=raw.source, format=fmt, notes=list(raw.notes))
+    state, found = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
+    if fmt == "vit3d" and hints:
+        raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints {sorted(hints)}")
+    config = infer_config(state, {**found, **{k: v for k, v in hints.items() if v is not None}}, report)
+    return Checkpoint(state, config, report)
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """``model.load_state_dict(state, strict=True)`` with an error naming every missing, unexpected or mis-shaped
+    key and both shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {missing}")
+        if unexpected:
+            parts.append(f"not in the model: {[f'{k} {list(state[k].shape)}' for k in unexpected]}")
+        if mismatched:
+            parts.append(f"shape mismatch: {mismatched}")
+        raise ValueError(f"checkpoint {source} does not load strictly into {type(model).__name__}: "
+                         + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any]) -> Checkpoint:
+    if isinstance(pretrained, Checkpoint):
+        return pretrained
+    return load_2d(pretrained, **hints)
+
+
+def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **overrides: Any) -> nn.Module:
+    """Build a model with weights from ``pretrained`` (what ``vit3d.create_model(name, pretrained=...)`` calls).
+
+    With ``name=None`` the architecture comes from the checkpoint and ``overrides`` may change its geometry:
+    ``img_size`` (position grid resampled), ``in_chans`` (kernel adapted), ``num_classes`` (head kept,
+    re-initialised or dropped), or other keywords that hold no weights (``drop_path_rate``, ``dynamic_img_size``).
+    With a ``name``, the preset fixes the architecture; a 3D preset with a 2D checkpoint inflates it (central
+    frame, tiled positions; call :func:`vit3d.weights.inflate` for the other choices). Any other difference is
+    an error. The report is attached as ``model.load_report``.
+    """
+    hints = {k: overrides[k] for k in ("num_heads", "norm_eps") if k in overrides}
+    is_vit3d = isinstance(pretrained, str | Path) and _is_vit3d_file(Path(pretrained))
+    ckpt = _as_checkpoint(pretrained, {} if is_vit3d else hints)
+    src = ckpt.config
+    if name is None:
+        target = {**src, **overrides}
+    else:
+        inherited = {k: src[k] for k in _INHERITED if k in src and k not in overrides}
+        with torch.device("meta"):
+            preset = model_entrypoint(name)(**inherited, **overrides)
+        target = {**vit_config(preset), **{k: v for k, v in overrides.items() if k not in vit_config(preset)}}
+    dims = target.get("spatial_dims") or src["spatial_dims"]
+    for key in ("img_size", "patch_size"):
+        if key in target:
+            target[key] = to_ntuple(target[key], dims, key)
+    asked = set(overrides)
+    if dims == 3 and src["spatial_dims"] == 2:
+        ckpt = inflate(ckpt, img_size=target["img_size"], patch_size=target["patch_size"],
+                       in_chans=target["in_chans"] if "in_chans" in asked else None,
+                       num_classes=target["num_classes"] if "num_classes" in asked else None,
+                       pos="separate" if target.get("pos_embed") == "learn_separable" else "tile")
+        target["pos_embed"] = ckpt.config["pos_embed"]
+        ckpt = adapt_checkpoint(ckpt, target, asked)
+    elif dims != src["spatial_dims"]:
+        raise ValueError(f"a {src['spatial_dims']}D checkpoint cannot build a {dims}D model; only 2D -> 3D "
+                         "inflation is supported")
+    else:
+        ckpt = adapt_checkpoint(ckpt, target, asked)
+    config = {**ckpt.config, **{k: v for k, v in target.items() if k not in ckpt.config}}
+    model = build_model(VisionTransformer, {}, config, name=name)
+    load_state_strict(model, ckpt.state_dict, ckpt.report.source)
+    if "norm_eps" in overrides and overrides["norm_eps"] != src.get("norm_eps"):
+        ckpt.report.notes.append(f"norm_eps {src.get('norm_eps')} -> {overrides['norm_eps']} as asked")
+    model.load_report = ckpt.report  # type: ignore[assignment]
+    return model
+
+
+def load_model(path: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild the model stored in a vit3d safetensors file (``vit3d inflate`` / :func:`save_model` output).
+
+    Any checkpoint :func:`load_2d` reads works too; ``overrides`` follow :func:`create_pretrained` with no name.
+    """
+    return create_pretrained(None, path, **overrides)
+
+
+def _is_vit3d_file(path: Path) -> bool:
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return "vit3d.config" in (f.metadata() or {})
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``ckpt`` as safetensors whose metadata holds the constructor config (JSON under ``vit3d.config``),
+    the provenance and the load report, so :func:`load_model` rebuilds the model from the file alone."""
+    from safetensors.torch import save_file
+
+    from vit3d import __version__
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"output {str(path)!r} must end in .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": "pt",
+        "vit3d.version": __version__,
+        "vit3d.config": json.dumps(_jsonable(ckpt.config)),
+        "vit3d.provenance": json.dumps(_jsonable(provenance or {})),
+        "vit3d.report": json.dumps(_jsonable(ckpt.report.to_dict())),
+    }
+    save_file({k: v.contiguous() for k, v in ckpt.state_dict.items()}, str(path), metadata=metadata)
+    return path
+
+
+def save_model(model: nn.Module, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+    """Save a :class:`VisionTransformer` as a self-describing vit3d safetensors file."""
+    ckpt = Checkpoint(dict(model.state_dict()), vit_config(model), getattr(model, "load_report", LoadReport()))
+    return save_checkpoint(ckpt, path, provenance)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
