@@ -10,6 +10,7 @@ from vit3d.models import list_models
 TINY_OVERRIDES = {
     "vit_": dict(embed_dim=32, depth=2, num_heads=2, num_classes=3),
     "simple_vit_": dict(embed_dim=36, depth=2, num_heads=2, num_classes=3),
+    "cct_": dict(embed_dim=32, depth=1, num_heads=2, num_classes=3, conv_channels=8, img_size=16),
 }
 TINY_GEOMETRY = {"2d": dict(img_size=(16, 16), patch_size=(8, 8)),
                  "3d": dict(img_size=(4, 16, 16), patch_size=(2, 8, 8))}

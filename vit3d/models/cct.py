@@ -265,6 +265,10 @@ class CCT(nn.Module):
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.2)
 
+    @property
+    def in_chans(self) -> int:
+        return self.tokenizer.in_chans
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass: less memory, about a third more compute."""
         self.grad_checkpointing = enable
@@ -291,9 +295,9 @@ class CCT(nn.Module):
         if x.ndim != n + 2:
             raise ValueError(f"expected input of shape (B, C, {', '.join(_AXES[n])}) with {n + 2} dims, "
                              f"got {tuple(x.shape)}")
-        if x.shape[1] != self.tokenizer.in_chans:
+        if x.shape[1] != self.in_chans:
             raise ValueError(f"input has {x.shape[1]} channels but the model was built with in_chans="
-                             f"{self.tokenizer.in_chans}; change in_chans or the input's channels")
+                             f"{self.in_chans}; change in_chans or the input's channels")
         return self.grid_for(x.shape[2:])
 
     def _pos_table(self, grid: tuple[int, ...], x: torch.Tensor) -> torch.Tensor | None:
