@@ -5,6 +5,10 @@ MONAI, TorchIO, decord and PyAV are imported where they are used, so ``import vi
 
 from . import synthetic
 from .common import BadRow, SampleError, ValidationReport, collate
+from .video import VideoClipDataset, average_views
 from .volume import VolumeDataset, load_volume
 
-__all__ = ["BadRow", "SampleError", "ValidationReport", "VolumeDataset", "collate", "load_volume", "synthetic"]
+__all__ = [
+    "BadRow", "SampleError", "ValidationReport", "VideoClipDataset", "VolumeDataset", "average_views", "collate",
+    "load_volume", "synthetic",
+]

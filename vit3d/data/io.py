@@ -93,16 +93,39 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _reader_kind(path: str) -> str:
+    name = path.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nibabel"
+    if os.path.isdir(path) or name.endswith(".dcm"):
+        return "pydicom"
+    return "simpleitk"
+
+
 def reader_for(path: str | os.PathLike) -> Any:
     """The MONAI reader for ``path``: nibabel for NIfTI, pydicom for DICOM, SimpleITK for the rest."""
     from monai.data import NibabelReader, PydicomReader
 
-    name = str(path).lower()
-    if name.endswith((".nii", ".nii.gz")):
+    kind = _reader_kind(str(path))
+    if kind == "nibabel":
         return NibabelReader()
-    if os.path.isdir(path) or name.endswith(".dcm"):
+    if kind == "pydicom":
         return PydicomReader()
     return __getattr__("SimpleITKReader")()
+
+
+_LOADERS: dict[Any, Any] = {}
+
+
+def _loader(path: str, reader: Any) -> Any:
+    """A cached MONAI ``LoadImage`` for the reader of ``path`` (building one registers every MONAI reader)."""
+    from monai.transforms import LoadImage
+
+    key = _reader_kind(path) if reader is None else (reader if isinstance(reader, str) else id(reader))
+    if key not in _LOADERS:
+        _LOADERS[key] = LoadImage(reader=reader or reader_for(path), image_only=True, ensure_channel_first=True,
+                                  dtype=np.float32)
+    return _LOADERS[key]
 
 
 def read_volume(path: str | os.PathLike, *, on_2d: On2D = "error", on_4d: On4D = "error",
@@ -120,15 +143,12 @@ def read_volume(path: str | os.PathLike, *, on_2d: On2D = "error", on_4d: On4D =
         SampleError: unreadable or corrupt file, wrong dimensionality, NaN or infinite voxels, or no voxels.
     """
     from monai.data import MetaTensor
-    from monai.transforms import LoadImage
-
     path = str(path)
     if not os.path.exists(path):
         raise MissingFileError(path, "file not found; check the path (relative paths are resolved against "
                                      "the CSV's folder or root=)")
     try:
-        img = LoadImage(reader=reader or reader_for(path), image_only=True, ensure_channel_first=True,
-                        dtype=np.float32)(path)
+        img = _loader(path, reader)(path)
     except Exception as exc:  # noqa: BLE001 - every reader failure is reported the same way
         cause = exc.__cause__ or exc
         raise SampleError(path, f"unreadable or corrupt file ({type(cause).__name__}: "
