@@ -155,7 +155,8 @@ def _unpack(loaded: Any) -> tuple[nn.Module, list[str], str, Any]:
     if isinstance(loaded, tuple):
         model, classes, kind, preprocess = loaded
     else:
-        model, classes, kind, preprocess = loaded.model, loaded.classes, loaded.kind, loaded.preprocess
+        classes = getattr(loaded, "class_names", None) or loaded.classes
+        model, kind, preprocess = loaded.model, loaded.kind, loaded.preprocess
     return model, list(classes), str(kind), preprocess
 
 

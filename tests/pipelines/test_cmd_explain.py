@@ -107,3 +107,34 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(C, \*spatial\)"):
         cmd.explain_sample(model, torch.randn(8, 32, 32), kind="clip", classes=["a", "b"], out_dir=tmp_path,
                            stem="x")
+
+
+def _checkpoint(table: Path, path: Path) -> Path:
+    """A checkpoint laid out as `vit3d fit` writes it (state dict plus both modules' saved hyperparameters)."""
+    from pipelines.datamodules import VolumeDataModule
+    from pipelines.module import ClassificationModule
+
+    dm = VolumeDataModule(str(table), img_size=(16, 32, 32), spacing=[2.0, 1.0, 1.0], augment=False,
+                          validate_files=False)
+    module = ClassificationModule("vit_tiny_patch16_3d", model_args=dict(patch_size=[4, 8, 8], embed_dim=48, depth=2,
+                                                                         num_heads=3),
+                                  num_classes=2, in_chans=1, img_size=[16, 32, 32], class_names=["sphere", "tube"],
+                                  lr_scheduler=None)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "datamodule_hyper_parameters": dict(dm.hparams)}, path)
+    return path
+
+
+def test_main_end_to_end(volume_rows: list[dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = Path(volume_rows[0]["image"]).parent.parent / "dataset.csv"
+    ckpt = _checkpoint(table, tmp_path / "tiny.ckpt")
+    image = volume_rows[1]["image"]
+    assert cmd.main(["--ckpt", str(ckpt), "--input", image, "--out", str(tmp_path / "out"), "--method", "last"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted: sphere" in printed or "predicted: tube" in printed
+    nifti = tmp_path / "out" / f"{Path(image).name[:-7]}_attn_last.nii.gz"
+    assert f"wrote {nifti}" in printed
+    written, ref = nib.load(nifti), nib.load(image)
+    assert written.shape == ref.shape
+    np.testing.assert_allclose(written.affine, ref.affine, atol=1e-5)
+    assert (tmp_path / "out" / f"{Path(image).name[:-7]}_montage_last.png").is_file()
