@@ -17,6 +17,7 @@ vocabulary (``tokenizer``, ``pos_embed``, ``blocks``, ``norm``, ``attention_pool
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -231,7 +232,7 @@ class CCT(nn.Module):
                                        pooling_padding=pooling_padding, conv_channels=conv_channels)
         self.img_size = to_ntuple(img_size, n, "img_size")
         self.grid_size = self.tokenizer.grid_for(self.img_size, "img_size")
-        self.num_tokens = int(torch.tensor(self.grid_size).prod())
+        self.num_tokens = math.prod(self.grid_size)
         if pos_embed == "learn":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
         elif pos_embed == "sincos":
@@ -240,7 +241,7 @@ class CCT(nn.Module):
             self.pos_embed = None
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # python floats: meta-device safe
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
                   attn_drop=attn_drop_rate, drop_path=dpr[i], norm_eps=norm_eps)
