@@ -105,8 +105,6 @@ class _ClassificationDataModule(pl.LightningDataModule):
         if data is None and classes is None:
             raise ValueError(f"{type(self).__name__} needs data= (a CSV with a split column, or a folder) or, for "
                              "predict from a checkpoint, classes=")
-        if data is not None and not Path(data).exists():
-            raise FileNotFoundError(f"data={data!r} does not exist; point it at the dataset CSV (or folder)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data, self.val_data, self.test_data, self.predict_data = data, val_data, test_data, predict_data
@@ -121,7 +119,9 @@ class _ClassificationDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ what subclasses provide
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool) -> Dataset:
+    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
+                     stage_split: str, **extra: Any) -> Dataset:
+        """A dataset of ``source`` rows in ``split`` (None: all), for the logical ``stage_split``."""
         raise NotImplementedError
 
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
@@ -132,7 +132,7 @@ class _ClassificationDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     @property
-    def img_size(self) -> tuple[int, ...]:
+    def img_size(self) -> list[int]:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ classes, linked into the model
@@ -164,6 +164,8 @@ class _ClassificationDataModule(pl.LightningDataModule):
             return override, None
         if self.data is None:
             raise ValueError(f"no data for the {split!r} split; set data= or {split}_data=")
+        if not Path(self.data).exists():
+            raise FileNotFoundError(f"data={self.data!r} does not exist; point it at the dataset CSV (or folder)")
         if split == "predict":
             split = "test"
         if Path(self.data).is_dir():  # a folder per class has no split column: use it whole for training only
@@ -176,7 +178,7 @@ class _ClassificationDataModule(pl.LightningDataModule):
     def _split_dataset(self, split: str, *, train: bool, with_classes: bool = True) -> Dataset:
         source, split_name = self._source(split)
         kwargs = {"classes": self.classes} if with_classes else {}
-        return self.make_dataset(source, split_name, train, **kwargs)
+        return self.make_dataset(source, split_name, train, stage_split=split, **kwargs)
 
     def prepare_data(self) -> None:
         """Check every file of the known splits once (rank 0); a bad row stops the run with a report."""
@@ -189,9 +191,8 @@ class _ClassificationDataModule(pl.LightningDataModule):
                 continue  # e.g. no test split: reported when that split is used
             bad = ds.validate()
             if bad and getattr(ds, "on_error", "raise") == "raise":
-                report = ds.format_report(bad) if hasattr(ds, "format_report") else "\n".join(map(str, bad))
-                raise ValueError(f"{len(bad)} bad row(s) in the {split} split of {self.data}:\n{report}\n"
-                                 "Fix or remove them, or set data.on_error=skip to drop them at load time")
+                raise ValueError(f"the {split} split of {self.data} has bad rows. {bad.format_report()}\n"
+                                 "Fix or remove them, or set data.init_args.on_error=skip to drop them at load time")
 
     def setup(self, stage: str) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[stage]
@@ -203,7 +204,7 @@ class _ClassificationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _collate(self) -> Any:
-        from vit3d.data import collate
+        from vit3d.data.common import collate
 
         return collate
 
@@ -279,7 +280,7 @@ class VolumeDataModule(_ClassificationDataModule):
         image_keys: list[str] | None = None,
         label_key: str = "label",
         classes: list[str] | None = None,
-        img_size: list[int] | None = None,
+        img_size: tuple[int, int, int] = (32, 64, 64),
         spacing: list[float] | None = None,
         preset: Literal["ct", "mri"] | None = "ct",
         backend: Literal["monai", "torchio"] = "monai",
@@ -298,17 +299,18 @@ class VolumeDataModule(_ClassificationDataModule):
         super().__init__(data, val_data=val_data, test_data=test_data, predict_data=predict_data, classes=classes,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, seed=seed, validate_files=validate_files)
+        img_size = [int(s) for s in img_size]  # one type in hparams, whatever the caller passed
+        if len(img_size) != 3 or min(img_size) < 1:
+            raise ValueError(f"img_size {img_size} must be three positive sizes (D, H, W)")
         self.save_hyperparameters()
         self.image_keys = list(image_keys or ["image"])
         self.label_key = label_key
-        self._img_size = tuple(int(s) for s in (img_size or (32, 64, 64)))
-        if len(self._img_size) != 3 or min(self._img_size) < 1:
-            raise ValueError(f"img_size {list(self._img_size)} must be three positive sizes (D, H, W)")
+        self._img_size = tuple(img_size)
         self.spacing = tuple(spacing) if spacing is not None else None
         self.preset, self.backend, self.augment = preset, backend, augment
         self.cache, self.cache_dir, self.on_error = cache, cache_dir, on_error
         self.dataset_args = dict(dataset_args or {})
-        from vit3d.data import VolumeDataset
+        from vit3d.data.volume import VolumeDataset
 
         _check_kwargs(VolumeDataset, self.dataset_args, "data.dataset_args")
 
@@ -317,8 +319,9 @@ class VolumeDataModule(_ClassificationDataModule):
         return len(self.image_keys)
 
     @property
-    def img_size(self) -> tuple[int, ...]:
-        return self._img_size
+    def img_size(self) -> list[int]:
+        """Model input size ``[D, H, W]``."""
+        return list(self._img_size)
 
     def dataset_kwargs(self, train: bool) -> dict[str, Any]:
         """Keywords of :class:`vit3d.data.VolumeDataset` for a training (``train=True``) or eval split."""
@@ -327,9 +330,9 @@ class VolumeDataModule(_ClassificationDataModule):
                 "train": train and self.augment, "cache": self.cache, "cache_dir": self.cache_dir,
                 "on_error": self.on_error, **self.dataset_args}
 
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool,
-                     **extra: Any) -> Dataset:
-        from vit3d.data import VolumeDataset
+    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
+                     stage_split: str = "train", **extra: Any) -> Dataset:
+        from vit3d.data.volume import VolumeDataset
 
         return VolumeDataset(source, split=split, **self.dataset_kwargs(train), **extra)
 
@@ -351,7 +354,7 @@ class VideoDataModule(_ClassificationDataModule):
         classes: class names in label order; read from the training split when omitted.
         frames: frames per clip.
         stride: frame stride within a clip.
-        img_size: frame size ``(H, W)`` fed to the model; the model's input is ``(frames, H, W)``.
+        frame_size: frame size ``(H, W)`` fed to the model; the model's input is ``(frames, H, W)``.
         num_clips: temporal views per video at test time (predictions are averaged per video).
         num_crops: spatial crops per clip at test time.
         decoder: ``decord`` or ``pyav``.
@@ -381,7 +384,7 @@ class VideoDataModule(_ClassificationDataModule):
         classes: list[str] | None = None,
         frames: int = 16,
         stride: int = 2,
-        img_size: list[int] | None = None,
+        frame_size: tuple[int, int] = (64, 64),
         num_clips: int = 1,
         num_crops: int = 1,
         decoder: Literal["decord", "pyav"] = "pyav",
@@ -400,14 +403,15 @@ class VideoDataModule(_ClassificationDataModule):
         super().__init__(data, val_data=val_data, test_data=test_data, predict_data=predict_data, classes=classes,
                          batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, seed=seed, validate_files=validate_files)
-        self.save_hyperparameters()
+        frame_size = [int(s) for s in frame_size]
+        if len(frame_size) != 2 or min(frame_size) < 1:
+            raise ValueError(f"frame_size {frame_size} must be two positive sizes (H, W)")
         if frames < 1 or stride < 1 or num_clips < 1 or num_crops < 1:
             raise ValueError(f"frames ({frames}), stride ({stride}), num_clips ({num_clips}) and num_crops "
                              f"({num_crops}) must all be >= 1")
+        self.save_hyperparameters()
         self.frames, self.stride = frames, stride
-        self._frame_size = tuple(int(s) for s in (img_size or (64, 64)))
-        if len(self._frame_size) != 2 or min(self._frame_size) < 1:
-            raise ValueError(f"img_size {list(self._frame_size)} must be two positive sizes (H, W) of a frame")
+        self._frame_size = tuple(frame_size)
         self.num_clips, self.num_crops = num_clips, num_crops
         self.decoder, self.augment = decoder, augment
         self.mean, self.std, self.on_error = mean, std, on_error
@@ -421,8 +425,9 @@ class VideoDataModule(_ClassificationDataModule):
         return 3
 
     @property
-    def img_size(self) -> tuple[int, ...]:
-        return (self.frames, *self._frame_size)
+    def img_size(self) -> list[int]:
+        """Model input size ``[T, H, W]``: frames per clip and the frame size."""
+        return [self.frames, *self._frame_size]
 
     def dataset_kwargs(self, train: bool, split: str | None = None) -> dict[str, Any]:
         """Keywords of :class:`vit3d.data.VideoClipDataset` for a training or eval split."""
@@ -439,11 +444,11 @@ class VideoDataModule(_ClassificationDataModule):
             kwargs["std"] = tuple(self.std)
         return {**kwargs, **self.dataset_args}
 
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool,
-                     **extra: Any) -> Dataset:
+    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
+                     stage_split: str = "train", **extra: Any) -> Dataset:
         from vit3d.data import VideoClipDataset
 
-        return VideoClipDataset(source, split=split, **self.dataset_kwargs(train, split), **extra)
+        return VideoClipDataset(source, split=split, **self.dataset_kwargs(train, stage_split), **extra)
 
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
         return [{"path": f} for f in files]

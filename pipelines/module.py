@@ -307,7 +307,9 @@ class ClassificationModule(pl.LightningModule):
         seed = ((self.mix_seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx) * 131 + self.global_rank
         return torch.Generator().manual_seed(seed % 2**63)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every sample of the batch was skipped (data.on_error=skip)
+            return None
         x, y = batch["image"], batch["label"]
         if (y < 0).any():
             raise ValueError("training batch holds unlabelled samples (label -1); check the label column of the "
@@ -325,7 +327,9 @@ class ClassificationModule(pl.LightningModule):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+    def _eval_step(self, stage: str, batch: dict[str, Any] | None) -> None:
+        if batch is None:
+            return
         logits = self(batch["image"]).float()
         y = batch["label"]
         labelled = y >= 0
@@ -370,7 +374,9 @@ class ClassificationModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> dict[str, Any]:
+        if batch is None:
+            return {"id": [], "probs": torch.zeros(0, self.num_classes), "label": torch.zeros(0, dtype=torch.long)}
         probs = self(batch["image"]).float().softmax(-1).cpu()
         return {"id": list(batch["id"]), "probs": probs, "label": batch["label"].cpu()}
 

@@ -109,6 +109,29 @@ def _checkpoint_dir(root: str | None) -> str:
     return os.path.join(root or DEFAULT_ROOT, "checkpoints")
 
 
+def _ckpt_path_in(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _data_defaults_from_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """``{"data": {"class_path": ..., "init_args": {...}}}`` from a checkpoint's saved data module settings."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    hparams = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", None)
+    hparams.pop("_instantiator", None)
+    if class_path is None:
+        return {}
+    class_names = (ckpt.get("hyper_parameters") or {}).get("class_names")
+    if class_names and hparams.get("classes") is None:
+        hparams["classes"] = list(class_names)
+    return {"data": {"class_path": class_path, "init_args": hparams}}
+
+
 class VitCLI(LightningCLI):
     """LightningCLI with vit3d's defaults: precision for the hardware, best/last checkpoints, TB + CSV logs."""
 
@@ -124,6 +147,21 @@ class VitCLI(LightningCLI):
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, taking the data module's settings from ``--ckpt_path`` (when given) as defaults.
+
+        So ``vit3d predict --ckpt_path best.ckpt --data.predict_data scans/`` needs no config: the checkpoint
+        knows the data module, its preprocessing and the class names. Values on the command line or in a
+        ``--config`` still win. (Lightning itself restores the model's settings from the checkpoint.)
+        """
+        if isinstance(args, list) and args and args[0] in ("validate", "test", "predict"):
+            ckpt = _ckpt_path_in(args)
+            if ckpt is not None and Path(ckpt).is_file():
+                defaults = _data_defaults_from_checkpoint(ckpt)
+                if defaults:
+                    self._subcommand_parsers[args[0]].set_defaults(defaults)
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -142,8 +180,9 @@ class VitCLI(LightningCLI):
         root = cfg.get("default_root_dir") or DEFAULT_ROOT
         logger = cfg.get("logger")
         if logger is None or logger is True:
-            tb = TensorBoardLogger(root, name="logs", default_hp_metric=False)
-            kwargs["logger"] = [tb, CSVLogger(root, name="logs", version=tb.version)]
+            csv_logger = CSVLogger(root, name="logs")  # first: it picks the version and trainer.log_dir
+            kwargs["logger"] = [csv_logger, TensorBoardLogger(root, name="logs", version=csv_logger.version,
+                                                              default_hp_metric=False)]
         callbacks = list(cfg.get("callbacks") or [])
         if cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar(leave=True))
