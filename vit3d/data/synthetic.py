@@ -86,8 +86,16 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
-def _lesion_params(shape: str, rng: np.random.Generator) -> tuple[tuple[float, ...], float]:
-    """Random size parameters (mm) of a lesion ``shape`` and its bounding radius in mm."""
+def _lesion_params(shape: str, rng: np.random.Generator, scale: float = 1.0) -> tuple[tuple[float, ...], float]:
+    """Random size parameters (mm) of a lesion ``shape`` and its bounding radius in mm.
+
+    Sizes are for a 64 mm field of view and scale with ``scale`` (the field of view over 64 mm).
+    """
+    params, radius = _lesion_params_64(shape, rng)
+    return tuple(v * scale for v in params), radius * scale
+
+
+def _lesion_params_64(shape: str, rng: np.random.Generator) -> tuple[tuple[float, ...], float]:
     if shape == "sphere":
         r = rng.uniform(6.0, 9.5)
         return (r,), r
@@ -157,7 +165,7 @@ def _make_volume(label: str, shape: tuple[int, int, int], spacing: tuple[float, 
     # lesion: random orientation, size and position fully inside the body
     p = np.stack([z, y, x], axis=-1)
     rot = _random_rotation(rng)
-    params, radius = _lesion_params(label, rng)
+    params, radius = _lesion_params(label, rng, scale=min(ext) / 64.0)
     margin = radius + 2.0
     lo_z, hi_z = margin, ext[0] - margin
     cz = rng.uniform(lo_z, hi_z) if hi_z > lo_z else centre[0]
