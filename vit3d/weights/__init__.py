@@ -13,12 +13,20 @@ from .adapt import adapt_checkpoint, adapt_input_conv, resample_checkpoint_pos, 
 from .config import infer_config, vit_config
 from .formats import FORMATS, detect_format
 from .inflate import inflate, inflate_patch_kernel
-from .load import create_pretrained, load_2d, load_model, load_state_strict, save_checkpoint, save_model
+from .load import (
+    create_pretrained,
+    inflate_file,
+    load_2d,
+    load_model,
+    load_state_strict,
+    save_checkpoint,
+    save_model,
+)
 from .report import Checkpoint, LoadReport
 
 __all__ = [
     "FORMATS", "Checkpoint", "LoadReport", "adapt_checkpoint", "adapt_input_conv", "create_pretrained",
-    "detect_format", "infer_config", "inflate", "inflate_patch_kernel", "load_2d", "load_model",
+    "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model",
     "load_state_strict", "resample_checkpoint_pos", "save_checkpoint", "save_model", "set_classifier",
     "set_in_chans", "vit_config",
 ]

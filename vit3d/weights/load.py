@@ -19,7 +19,7 @@ from .inflate import inflate
 from .io import read_checkpoint
 from .report import Checkpoint, LoadReport
 
-__all__ = ["create_pretrained", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
+__all__ = ["create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
 
 # Properties of how a checkpoint was trained that a named preset takes from it unless overridden.
 _INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values")
@@ -182,3 +182,35 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     return value
 
+
+
+def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubelet: int = 2,
+                 img_size: tuple[int, int] | None = None, in_chans: int | None = None,
+                 num_classes: int | None = None, method: str = "central", pos: str = "tile",
+                 format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - matches load_2d
+    """Read a 2D checkpoint, inflate it to ``frames`` (tubelets of ``tubelet``) and write a vit3d safetensors
+    file whose metadata lets :func:`load_model` rebuild it (what ``vit3d inflate`` runs).
+
+    Args:
+        source: any checkpoint :func:`load_2d` reads.
+        out: output ``.safetensors`` path.
+        frames: size of the new axis (clip frames or volume slices).
+        tubelet: patch size along the new axis; must divide ``frames``.
+        img_size: in-plane ``(H, W)``; the checkpoint's when ``None``.
+        in_chans, num_classes, method, pos: as in :func:`vit3d.weights.inflate`.
+        format: as in :func:`load_2d`.
+        **hints: as in :func:`load_2d` (``num_heads`` for formats that do not store it).
+
+    Returns:
+        The inflated :class:`Checkpoint` (its report covers reading and inflating).
+    """
+    ckpt = load_2d(source, format, **hints)
+    plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
+    if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
+        raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints")
+    result = inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
+                     in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
+    provenance = {"source": str(source), "source_format": ckpt.report.format, "method": method, "pos": pos,
+                  "frames": frames, "tubelet": tubelet}
+    save_checkpoint(result, out, provenance)
+    return result

@@ -1,0 +1,46 @@
+"""``vit3d models``: the table of registered models and one model's config and parameter count."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import vit3d
+from pipelines.cli import main as cli_main
+from pipelines.commands.models import describe_model, main
+
+
+def test_lists_registered_models(capsys):
+    assert main(["vit_*"]) == 0
+    out = capsys.readouterr().out
+    for name in vit3d.list_models("vit_*"):
+        assert name in out
+
+
+def test_cli_dispatches(capsys):
+    assert cli_main(["models", "vit_tiny_*"]) == 0
+    assert "vit_tiny_patch16_3d" in capsys.readouterr().out
+
+
+def test_shows_config_and_exact_parameter_count(capsys):
+    assert main(["vit_tiny_patch16_3d"]) == 0
+    out = capsys.readouterr().out
+    d, depth, tokens = 192, 12, 8 * 14 * 14  # closed form for ViT-Ti with 2x16x16 tubelets on 16x224x224
+    real = (d * 3 * 2 * 16 * 16 + d) + d + (tokens + 1) * d + depth * (12 * d * d + 13 * d) + 2 * d + (d * 1000 + 1000)
+    assert f"parameters: {real:,}" in out and "2x16x16" in out and "num_heads" in out
+
+
+def test_json_config_rebuilds_the_model(capsys):
+    assert main(["simple_vit_tiny_patch16_2d", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    with torch.device("meta"):
+        model = vit3d.VisionTransformer(**info["config"])
+    assert sum(p.numel() for p in model.parameters()) == info["params"]
+    assert info["params"] == describe_model("simple_vit_tiny_patch16_2d")["params"]
+
+
+def test_unknown_name_suggests(capsys):
+    assert main(["vit_tiny_patch16_3"]) == 2
+    assert "did you mean vit_tiny_patch16_3d" in capsys.readouterr().err
+    assert main(["nothing_*"]) == 2
