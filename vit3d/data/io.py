@@ -9,6 +9,7 @@ All readers give a channel-first ``MetaTensor`` ``(C, x, y, z)`` with a RAS affi
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -123,8 +124,10 @@ def _loader(path: str, reader: Any) -> Any:
 
     key = _reader_kind(path) if reader is None else (reader if isinstance(reader, str) else id(reader))
     if key not in _LOADERS:
-        _LOADERS[key] = LoadImage(reader=reader or reader_for(path), image_only=True, ensure_channel_first=True,
-                                  dtype=np.float32)
+        with warnings.catch_warnings():  # LoadImage registers every reader, GPU ones too, and warns about them
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            _LOADERS[key] = LoadImage(reader=reader or reader_for(path), image_only=True,
+                                      ensure_channel_first=True, dtype=np.float32)
     return _LOADERS[key]
 
 

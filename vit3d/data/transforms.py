@@ -211,8 +211,16 @@ def build_monai_stages(preset: Preset | None, *, image_keys: Sequence[str], mask
 # ---------------------------------------------------------------------------------------------- TorchIO
 
 
-def _foreground(x: torch.Tensor) -> torch.Tensor:
-    return x > 0
+def _zscore_foreground(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel z-score over the voxels > 0, background left at 0 (as MONAI ``NormalizeIntensity(nonzero)``)."""
+    x = x.float().clone()
+    for c in range(x.shape[0]):
+        fg = x[c] > 0
+        if fg.any():
+            vals = x[c][fg]
+            std = vals.std(unbiased=False)
+            x[c][fg] = (vals - vals.mean()) / (std if std > 0 else 1.0)
+    return x
 
 
 class _TorchioPrepare:
@@ -232,7 +240,7 @@ class _TorchioPrepare:
             steps += [tio.Clamp(out_min=window[0], out_max=window[1]),
                       tio.RescaleIntensity(out_min_max=(0.0, 1.0), in_min_max=window)]
         elif preset == "mri":
-            steps.append(tio.ZNormalization(masking_method=_foreground))
+            steps.append(tio.Lambda(_zscore_foreground, types_to_apply=[tio.INTENSITY]))
         if img_size is not None:
             steps.append(tio.CropOrPad(_xyz(img_size)))
         self.transform = tio.Compose(steps)
