@@ -61,6 +61,20 @@ def test_hf_matches_transformers(tmp_path, hidden, layers, heads, image, patch, 
             assert any(k.startswith("pooler.") for k, _, _ in model.load_report.dropped)
 
 
+def test_hf_into_named_preset(tmp_path):
+    """``create_model(name, pretrained=HF dir)``: the preset fixes the architecture, eps comes from the file."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(hidden_size=192, num_hidden_layers=1, num_attention_heads=3, intermediate_size=768,
+                                 image_size=32, patch_size=16, num_labels=4)
+    src = transformers.ViTForImageClassification(cfg).eval()
+    src.save_pretrained(tmp_path)
+    model = vit3d.create_model("vit_tiny_patch16_2d", pretrained=tmp_path, img_size=32, depth=1, num_classes=4).eval()
+    assert model.blocks[0].norm1.eps == 1e-12
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert _max_diff(model(x), src(pixel_values=x).logits) <= TOL
+
+
 def test_hf_pytorch_model_bin(tmp_path):
     """A directory holding config.json and pytorch_model.bin (legacy key names) loads like the safetensors one."""
     transformers = pytest.importorskip("transformers")

@@ -82,8 +82,10 @@ def test_unexpected_key_in_file_is_an_error(tmp_path):
 
 def test_named_preset_mismatch_names_keys(tiny_ckpt):
     _, path = tiny_ckpt
-    with pytest.raises(ValueError, match="embed_dim: checkpoint 64, asked 192"):
+    with pytest.raises(ValueError) as err:
         vit3d.create_model("vit_tiny_patch16_2d", pretrained=path)
+    assert "embed_dim: checkpoint 64, asked 192" in str(err.value)
+    assert "patch_embed.proj.weight: checkpoint [64, 3, 8, 8] vs model [192, 3, 16, 16]" in str(err.value)
 
 
 def test_named_preset_geometry_must_be_asked(tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from vit3d.layers import resample_pos_embed
+from vit3d.models import VisionTransformer
 
 from .report import Checkpoint, shape
 
@@ -121,7 +122,8 @@ def adapt_checkpoint(ckpt: Checkpoint, target: Mapping[str, Any], asked: set[str
             problems.append(f"{key}: checkpoint {_norm(cfg[key])!r}, model {_norm(target[key])!r} (pass "
                             f"{key}={_norm(target[key])!r} to adapt the checkpoint or {key}={_norm(cfg[key])!r} to keep it)")
     if problems:
-        raise ValueError(f"checkpoint {ckpt.report.source or ''} does not fit the model: " + "; ".join(problems))
+        raise ValueError(f"checkpoint {ckpt.report.source or ''} does not fit the model: " + "; ".join(problems)
+                         + _shape_diff(ckpt, target))
     if "img_size" in target:
         ckpt = resample_checkpoint_pos(ckpt, tuple(target["img_size"]))
     if "in_chans" in target:
@@ -136,3 +138,20 @@ def _norm(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(value)
     return value
+
+
+def _shape_diff(ckpt: Checkpoint, target: Mapping[str, Any]) -> str:
+    """The first tensors whose shapes differ between ``ckpt`` and a model built from ``target`` (on meta)."""
+    try:
+        with torch.device("meta"):
+            own = VisionTransformer(**target).state_dict()
+    except (TypeError, ValueError):
+        return ""
+    state = ckpt.state_dict
+    diffs = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    parts = diffs[:6] + ([f"missing {missing[:4]}"] if missing else []) + \
+        ([f"unexpected {unexpected[:4]}"] if unexpected else [])
+    return (". Tensors: " + "; ".join(parts)) if parts else ""

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vit3d.layers import LayerScale
 from vit3d.models import VisionTransformer
 
 from .report import LoadReport
@@ -72,6 +73,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         raise ValueError(f"cannot infer num_heads for embed_dim {embed_dim} (not a multiple of 64) and the "
                          "checkpoint does not store it; pass num_heads=... (CLI: --num-heads)")
     if "num_heads" not in hints:
+        report.assumed.append("num_heads")
         report.notes.append(f"num_heads={heads} assumed (heads of {embed_dim // heads}); the checkpoint does not "
                             "store it: pass num_heads=... if it used another count")
     cfg["num_heads"] = int(heads)
@@ -135,7 +137,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         global_pool=model.global_pool, fc_norm=isinstance(model.fc_norm, nn.LayerNorm),
         pos_embed=model.pos_embed_type, norm_eps=block.norm1.eps, dynamic_img_size=model.dynamic_img_size,
     )
-    gamma = getattr(block.ls1, "gamma", None)
-    if gamma is not None:
+    if isinstance(block.ls1, LayerScale):
+        gamma = block.ls1.gamma
         cfg["init_values"] = 1e-5 if gamma.is_meta else float(gamma.detach().abs().mean()) or 1e-5
     return cfg

@@ -101,7 +101,14 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
         inherited = {k: src[k] for k in _INHERITED if k in src and k not in overrides}
         with torch.device("meta"):
             preset = model_entrypoint(name)(**inherited, **overrides)
-        target = {**vit_config(preset), **{k: v for k, v in overrides.items() if k not in vit_config(preset)}}
+        preset_cfg = vit_config(preset)
+        target = {**preset_cfg, **{k: v for k, v in overrides.items() if k not in preset_cfg}}
+        guessed = [k for k in ckpt.report.assumed if k not in overrides and preset_cfg.get(k) != src.get(k)]
+        if guessed:  # the file did not store these; the preset is better evidence than a convention
+            report = ckpt.report.copy()
+            report.notes += [f"{k}={preset_cfg[k]} taken from {name} (the file does not store it)" for k in guessed]
+            src = {**src, **{k: preset_cfg[k] for k in guessed}}
+            ckpt = Checkpoint(ckpt.state_dict, src, report)
     dims = target.get("spatial_dims") or src["spatial_dims"]
     for key in ("img_size", "patch_size"):
         if key in target:

@@ -24,6 +24,8 @@ class LoadReport:
         reinitialised: ``(key, shape, why)``: tensors the model starts fresh (new head, temporal table).
         dropped: ``(key, shape, why)``: tensors in the file that the model does not use.
         notes: assumptions and differences in behaviour (e.g. an inferred head count, a dropped Tanh).
+        assumed: config keys set by convention because the file does not store them (``num_heads``); a named
+            preset's value replaces such a guess.
     """
 
     source: str = ""
@@ -33,6 +35,7 @@ class LoadReport:
     reinitialised: list[tuple[str, Shape, str]] = field(default_factory=list)
     dropped: list[tuple[str, Shape, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    assumed: list[str] = field(default_factory=list)
 
     def rename(self, old: str, new: str) -> None:
         if old != new:
@@ -40,7 +43,7 @@ class LoadReport:
 
     def copy(self) -> LoadReport:
         return LoadReport(self.source, self.format, list(self.renamed), list(self.resampled),
-                          list(self.reinitialised), list(self.dropped), list(self.notes))
+                          list(self.reinitialised), list(self.dropped), list(self.notes), list(self.assumed))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
