@@ -17,5 +17,5 @@ def volume_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def clip_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthetic.make_clip_dataset(tmp_path_factory.mktemp("clips"), num_samples=8, frames=8, size=(32, 48),
-                                       fps=8, num_classes=4, seed=0)
+    return synthetic.make_clip_dataset(tmp_path_factory.mktemp("clips"), num_samples=12, frames=8, size=(32, 64),
+                                       fps=8, num_classes=4, seed=0, val_fraction=0.25)

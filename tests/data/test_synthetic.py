@@ -76,11 +76,11 @@ def test_clip_label_is_the_direction_of_motion(clip_csv: Path) -> None:
     import av
 
     rows = _rows(clip_csv)
-    assert len(rows) == 8 and set(rows[0]) == {"path", "label", "split"}
+    assert len(rows) == 12 and set(rows[0]) == {"path", "label", "split"}
     for r in rows:
         with av.open(str(clip_csv.parent / r["path"])) as container:
             frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-        assert frames.shape == (16, 32, 48, 3)  # video_frames defaults to 2 * frames
+        assert frames.shape == (16, 32, 64, 3)  # video_frames defaults to 2 * frames
         dy, dx = _displacement(frames, lag=3)
         want = np.array({"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}[r["label"]])
         moved = np.array([dy, dx])

@@ -180,7 +180,7 @@ class ClipIndices(NamedTuple):
 
 
 def _clip_indices(start: float, frames: int, step: float) -> np.ndarray:
-    return np.round(start + np.arange(frames) * step).astype(np.int64)
+    return (int(start) + np.floor(np.arange(frames) * step + 0.5)).astype(np.int64)
 
 
 class _Sampler:
@@ -254,6 +254,16 @@ def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(clip, size=new, mode="bilinear", align_corners=False, antialias=scale < 1)
 
 
+def cover_resize(clip: torch.Tensor, size: tuple[int, int], factor: float = 1.0) -> torch.Tensor:
+    """Resize ``(T, C, H, W)`` frames, keeping the aspect ratio, to the smallest size covering ``size`` x ``factor``."""
+    h, w = clip.shape[-2:]
+    scale = max(size[0] / h, size[1] / w) * factor
+    new = (max(size[0], int(round(h * scale))), max(size[1], int(round(w * scale))))
+    if new == (h, w):
+        return clip
+    return F.interpolate(clip, size=new, mode="bilinear", align_corners=False, antialias=scale < 1)
+
+
 def crop(clip: torch.Tensor, size: tuple[int, int], top: int, left: int) -> torch.Tensor:
     return clip[..., top:top + size[0], left:left + size[1]]
 
@@ -309,8 +319,8 @@ class VideoClipDataset(Dataset):
         stride: frames between consecutive clip frames (ignored when ``fps`` is given).
         fps: target frame rate: the step is ``video_fps / fps`` frames (may be fractional).
         img_size: clip size ``(H, W)``.
-        short_side: resize the shorter side to this before cropping; default ``max(img_size)`` (eval) and a
-            random value in ``[max(img_size), 1.25 * max(img_size)]`` (train).
+        short_side: resize the shorter side to this before cropping (e.g. 128 for 112 crops); by default the
+            frames are resized to just cover ``img_size`` (eval), or 1 to 1.25 times that (train).
         sampler: ``'uniform'`` (middle clip), ``'random'`` or ``'multi'`` (``num_clips`` spread clips), or a
             sampler object; default ``'random'`` for training, ``'uniform'`` (or ``'multi'`` when
             ``num_clips > 1``) otherwise.
@@ -478,10 +488,11 @@ class VideoClipDataset(Dataset):
         """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32, resized, cropped, flipped and normalised."""
         x = clip.permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, H, W)
         size = self._img_size
-        base = self.short_side or max(size)
         if self.train:
-            side = int(torch.randint(base, int(round(base * 1.25)) + 1, ()).item())
-            x = short_side_resize(x, side)
+            factor = float(torch.empty(()).uniform_(1.0, 1.25))
+            if self.short_side:
+                x = short_side_resize(x, int(round(self.short_side * factor)))
+            x = cover_resize(x, size, 1.0 if self.short_side else factor)  # never smaller than the crop
             h, w = x.shape[-2:]
             top = int(torch.randint(0, h - size[0] + 1, ()).item())
             left = int(torch.randint(0, w - size[1] + 1, ()).item())
@@ -489,7 +500,9 @@ class VideoClipDataset(Dataset):
             if self.flip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
         else:
-            x = short_side_resize(x, base)
+            if self.short_side:
+                x = short_side_resize(x, self.short_side)
+            x = cover_resize(x, size)
             x = three_crops(x, size)[crop_index] if self.num_crops == 3 else center_crop(x, size)
         x = normalize(x, self.mean, self.std)
         return x.permute(1, 0, 2, 3).contiguous()
