@@ -98,14 +98,18 @@ class DecordDecoder:
 
 
 class PyAVDecoder:
-    """Decode with PyAV (FFmpeg): seek to the keyframe before the first index, decode, pick frames by time."""
+    """Decode with PyAV (FFmpeg): seek to the keyframe before the first index, decode, pick frames by time.
+
+    Args:
+        num_threads: FFmpeg decoding threads; 1 (as for decord) so that DataLoader workers scale.
+    """
 
     name = "pyav"
 
-    def __init__(self, thread_type: str = "AUTO") -> None:
+    def __init__(self, num_threads: int = 1) -> None:
         import av  # noqa: F401 - fail at construction when PyAV is missing
 
-        self.thread_type = thread_type
+        self.num_threads = num_threads
 
     def info(self, path: str) -> VideoInfo:
         import av
@@ -130,7 +134,8 @@ class PyAVDecoder:
         got: dict[int, np.ndarray] = {}
         with av.open(path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = self.thread_type
+            stream.thread_type = "AUTO" if self.num_threads != 1 else "SLICE"
+            stream.codec_context.thread_count = self.num_threads
             rate = Fraction(stream.average_rate or stream.guessed_rate)
             tb = stream.time_base
             start = stream.start_time or 0

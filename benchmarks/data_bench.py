@@ -1,0 +1,145 @@
+"""Data loading throughput per DataLoader worker: volumes (first epoch vs cached) and video clips (decord vs PyAV).
+
+Everything runs in one process with one torch thread and one decoder thread, which is what a DataLoader
+worker gets; multiply by the number of workers for a first estimate of a loader's throughput.
+
+- Volumes: synthetic CT-like NIfTI files (``vit3d.data.synthetic``), CT preset with the MONAI backend (and
+  TorchIO for comparison): eval preprocessing and training augmentation, without cache (every epoch reads
+  and preprocesses), with the memory cache (the deterministic stage runs once) and with the disk cache.
+- Clips: a 720p (1280x720) H.264 file written with PyAV (30 fps, ``--seconds`` long, moving content), read as
+  16x112x112 clips at stride 2 by ``VideoClipDataset`` with decord and with PyAV on the same file.
+
+Usage:
+    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--clips 24] [--seconds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _rate(ds: torch.utils.data.Dataset, n: int | None = None) -> float:
+    n = len(ds) if n is None else n
+    t0 = time.perf_counter()
+    for i in range(n):
+        s = ds[i % len(ds)]
+        assert s is not None
+    return n / (time.perf_counter() - t0)
+
+
+def bench_volumes(root: Path, num: int, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                  img_size: tuple[int, int, int], resample: tuple[float, float, float] | None) -> list[tuple]:
+    from vit3d.data import VolumeDataset, synthetic
+
+    csv = synthetic.make_volume_dataset(root / f"vol_{'x'.join(map(str, shape))}", num_samples=num, shape=shape,
+                                        spacing=spacing, val_fraction=0.0, test_fraction=0.0)
+    kw = dict(img_size=img_size, spacing=resample)
+    rows = []
+    for backend in ("monai", "torchio"):
+        for train in (False, True):
+            ds = VolumeDataset(csv, backend=backend, train=train, **kw)
+            ds[0]  # warm up (imports, readers)
+            rows.append((backend, "train" if train else "eval", "none", "every epoch", _rate(ds)))
+    ds = VolumeDataset(csv, train=True, cache="memory", cache_num_workers=1, **kw)
+    t0 = time.perf_counter()
+    ds[0]  # builds the whole memory cache
+    rows.append(("monai", "train", "memory", "first epoch (fills cache)", num / (time.perf_counter() - t0)))
+    rows.append(("monai", "train", "memory", "cached epoch", _rate(ds)))
+    with tempfile.TemporaryDirectory() as cache_dir:
+        ds = VolumeDataset(csv, train=True, cache="disk", cache_dir=cache_dir, **kw)
+        rows.append(("monai", "train", "disk", "first epoch (writes cache)", _rate(ds)))
+        rows.append(("monai", "train", "disk", "cached epoch", _rate(ds)))
+    return rows
+
+
+def write_720p(path: Path, seconds: float, fps: int = 30) -> Path:
+    """A 1280x720 H.264 file with moving content (a drifting gradient and moving discs), written with PyAV."""
+    from vit3d.data.synthetic import write_mp4
+
+    h, w = 720, 1280
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    n = int(seconds * fps)
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    centres, speeds = rng.uniform(0, [h, w], size=(6, 2)), rng.uniform(-12, 12, size=(6, 2))
+    for t in range(n):
+        base = 96 + 64 * np.sin((xx + 4 * t) / 90.0) * np.cos((yy - 2 * t) / 70.0)
+        img = np.stack([base, base * 0.8 + 30, 200 - base * 0.5], axis=-1)
+        for (cy, cx), (vy, vx) in zip(centres, speeds, strict=True):
+            py, px = (cy + vy * t) % h, (cx + vx * t) % w
+            disc = (yy - py) ** 2 + (xx - px) ** 2 < 60 ** 2
+            img[disc] = (240, 60 + (t * 3) % 150, 40)
+        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return write_mp4(path, frames, fps=fps, crf=23)
+
+
+def bench_clips(root: Path, num: int, seconds: float) -> list[tuple]:
+    import av
+
+    from vit3d.data import VideoClipDataset
+    from vit3d.data.video import get_decoder
+
+    video = root / "720p.mp4"
+    t0 = time.perf_counter()
+    write_720p(video, seconds)
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        desc = f"{s.codec_context.width}x{s.codec_context.height} {s.codec_context.name} {float(s.average_rate):g} fps, " \
+               f"{s.frames} frames, {video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s"
+    data = [{"path": str(video), "label": "a"}] * num
+    rows = []
+    for decoder in ("decord", "pyav"):
+        dec = get_decoder(decoder)
+        n_frames = dec.info(str(video)).num_frames
+        starts = np.random.default_rng(0).integers(0, n_frames - 31, size=num)
+        t0 = time.perf_counter()
+        for st in starts:
+            dec.frames(str(video), list(range(int(st), int(st) + 32, 2)))
+        rows.append((decoder, "decode only (16 frames, stride 2, random start)", "-", num / (time.perf_counter() - t0)))
+        for train in (True, False):
+            ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=train,
+                                  fallback=False)
+            ds[0]
+            mode = "train: random clip, random short side + crop, flip" if train else "eval: middle clip, centre crop"
+            rows.append((decoder, mode, "16x112x112", _rate(ds)))
+    return rows, desc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=120, help="number of 32x64x64 volumes")
+    parser.add_argument("--big", type=int, default=16, help="number of 80x192x192 volumes (0 to skip)")
+    parser.add_argument("--clips", type=int, default=24, help="clips per decoder and mode")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of the 720p video")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 torch thread, "
+          "1 decoder thread")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"\n### Volumes: {args.volumes} synthetic CT volumes 32x64x64 (2x1x1 mm), CT preset -> (1, 32, 64, 64)\n")
+        print("| backend | mode | cache | epoch | volumes/s per worker |\n|---|---|---|---|---|")
+        for r in bench_volumes(root, args.volumes, (32, 64, 64), (2.0, 1.0, 1.0), (32, 64, 64), None):
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} |")
+        if args.big:
+            print(f"\n### Volumes: {args.big} synthetic CT volumes 80x192x192 (2.5x0.8x0.8 mm), CT preset, "
+                  "resampled to 2.5x1.6x1.6 mm and cropped to (1, 80, 96, 96)\n")
+            print("| backend | mode | cache | epoch | volumes/s per worker |\n|---|---|---|---|---|")
+            for r in bench_volumes(root, args.big, (80, 192, 192), (2.5, 0.8, 0.8), (80, 96, 96), (2.5, 1.6, 1.6)):
+                print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} |")
+        rows, desc = bench_clips(root, args.clips, args.seconds)
+        print(f"\n### Clips: 16x112x112 at stride 2 from one 720p H.264 file ({desc})\n")
+        print("| decoder | what | output | clips/s per worker |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
