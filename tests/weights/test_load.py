@@ -155,3 +155,14 @@ def test_save_model_then_load_model(tmp_path):
         assert torch.equal(again(x), model(x))
     with pytest.raises(ValueError, match=r"\.safetensors"):
         save_model(model, tmp_path / "m.pth")
+
+
+def test_non_square_grid_uses_the_requested_size(tmp_path):
+    src = vit3d.VisionTransformer((40, 32), 8, num_classes=2, embed_dim=64, depth=1, num_heads=1).eval()
+    save_file(src.state_dict(), tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="img_size"):
+        vit3d.create_model(None, pretrained=tmp_path / "wide.safetensors")
+    model = vit3d.create_model(None, pretrained=tmp_path / "wide.safetensors", img_size=(40, 32)).eval()
+    x = torch.randn(1, 3, 40, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), src(x))

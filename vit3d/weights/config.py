@@ -100,25 +100,26 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
         return cfg
     cfg["pos_embed"] = "learn"
     n_pos = int(pos.shape[1])
-    grid = None
-    if "no_embed_class" in hints:
-        cfg["no_embed_class"] = bool(hints["no_embed_class"])
-        n_grid = n_pos - (0 if cfg["no_embed_class"] else prefix)
-    else:  # a cls slot in the table when the class token exists and the rest is a square/cube grid
-        cfg["no_embed_class"] = bool(prefix) and not _root(n_pos - prefix, spatial_dims)
-        n_grid = n_pos - (0 if cfg["no_embed_class"] else prefix)
-    side = _root(n_grid, spatial_dims)
+    # (no_embed_class, grid tokens): a class-token slot in the table first (timm, HF, torchvision, vit_jax), then
+    # none (MONAI, big_vision, timm's no_embed_class models), unless the format said which.
+    if "no_embed_class" in hints and prefix:
+        candidates = [(bool(hints["no_embed_class"]), n_pos - (0 if hints["no_embed_class"] else prefix))]
+    else:
+        candidates = [(False, n_pos - prefix), (True, n_pos)] if prefix else [(False, n_pos)]
+    choice = None
     size_hint = hints.get("img_size")
     if size_hint is not None:
         size = (size_hint,) * spatial_dims if isinstance(size_hint, int) else tuple(size_hint)
         hinted = tuple(s // p for s, p in zip(size, patch, strict=False))
-        if math.prod(hinted) == n_grid and (side is None or hinted != (side,) * spatial_dims):
-            grid = hinted
-    if grid is None and side is not None:
-        grid = (side,) * spatial_dims
-    if grid is None:
-        raise ValueError(f"pos_embed holds {n_grid} grid tokens, which is not a square/cube grid; pass img_size=... "
-                         f"(e.g. a size whose grid over patch {patch} has {n_grid} cells)")
+        choice = next(((nec, hinted) for nec, n in candidates if math.prod(hinted) == n), None)
+    if choice is None:
+        choice = next(((nec, (side,) * spatial_dims) for nec, n in candidates
+                       if (side := _root(n, spatial_dims))), None)
+    if choice is None:
+        counts = " or ".join(str(n) for _, n in candidates)
+        raise ValueError(f"pos_embed holds {counts} grid tokens, not a square/cube grid; pass img_size=... "
+                         f"(a size whose grid over patch {patch} has that many cells)")
+    cfg["no_embed_class"], grid = choice
     cfg["img_size"] = tuple(g * p for g, p in zip(grid, patch, strict=True))
     return cfg
 

@@ -83,6 +83,11 @@ def _from_vit3d(t: Tensors, metadata: dict[str, str], report: LoadReport) -> tup
     provenance = json.loads(metadata.get("vit3d.provenance", "{}"))
     if provenance:
         report.notes.append(f"vit3d file; provenance: {provenance}")
+    stored = json.loads(metadata.get("vit3d.report", "{}"))
+    if stored:
+        counts = ", ".join(f"{len(stored.get(k, []))} {k}" for k in ("renamed", "resampled", "reinitialised", "dropped"))
+        report.notes.append(f"when written: {counts} (from {stored.get('source')}, format {stored.get('format')})")
+        report.notes += [f"when written: {n}" for n in stored.get("notes", [])]
     return dict(t), {"__config__": config}
 
 
@@ -104,7 +109,7 @@ def _from_torchvision(t: Tensors, config: dict[str, Any], report: LoadReport) ->
                 if p + old + suffix in src:
                     _move(src, out, p + old + suffix, q + new + "." + suffix[1:], report)
     out.update(src)  # leftovers (heads.pre_logits, conv stems) fail the strict load by name
-    return out, {"norm_eps": 1e-6}
+    return out, {"norm_eps": 1e-6, "no_embed_class": False}
 
 
 # ---------------------------------------------------------------------- HF transformers
@@ -136,7 +141,7 @@ def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Te
                 for old, new in layout:
                     _move(src, out, f"{p}{old}.{part}", f"{q}{new}.{part}", report)
     out.update(src)
-    hints: Hints = {"norm_eps": 1e-12}
+    hints: Hints = {"norm_eps": 1e-12, "no_embed_class": False}
     if config:
         if config.get("hidden_act", "gelu") != "gelu":
             raise ValueError(f"HF config hidden_act={config['hidden_act']!r}; vit3d's blocks use exact GELU "
@@ -172,7 +177,7 @@ def _from_monai(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple
                 _drop(src, f"{p}norm_cross_attn.{part}", "MONAI builds it even without cross-attention; unused",
                       report)
     out.update(src)
-    return out, {"norm_eps": 1e-5}
+    return out, {"norm_eps": 1e-5, "no_embed_class": True}  # MONAI adds no position to its class token
 
 
 # ---------------------------------------------------------------------- Google vit_jax / big_vision npz
@@ -208,7 +213,8 @@ def _from_jax(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[T
     take("Transformer/encoder_norm/bias", "norm.bias")
     take("head/kernel", "head.weight", lambda k: k.T)
     take("head/bias", "head.bias")
-    hints: Hints = {"norm_eps": 1e-6}
+    # vit_jax tables carry a class-token slot; big_vision's (top-level pos_embedding) never do.
+    hints: Hints = {"norm_eps": 1e-6, "no_embed_class": "pos_embedding" in report_renamed(report)}
     for i in _blocks(list(src), r"Transformer/encoderblock_(\d+)/"):
         p, q = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
         subs = sorted({k[len(p):].split("/")[0] for k in src if k.startswith(p)}, key=_flax_index)
@@ -239,6 +245,10 @@ def _from_jax(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[T
     report.notes.append("Flax's nn.gelu is the tanh approximation; vit3d (like timm's port) uses exact GELU")
     out.update(src)
     return out, hints
+
+
+def report_renamed(report: LoadReport) -> set[str]:
+    return {old for old, _ in report.renamed}
 
 
 def _flax_index(name: str) -> int:

@@ -75,10 +75,16 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
-def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any]) -> Checkpoint:
+def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any],
+                   img_size: Any = None) -> Checkpoint:
     if isinstance(pretrained, Checkpoint):
         return pretrained
-    return load_2d(pretrained, **hints)
+    try:
+        return load_2d(pretrained, **hints)
+    except ValueError as err:  # a non-square grid: the requested size is the best evidence of the file's
+        if img_size is None or "pass img_size" not in str(err):
+            raise
+        return load_2d(pretrained, **hints, img_size=img_size)
 
 
 def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **overrides: Any) -> nn.Module:
@@ -93,7 +99,7 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
     """
     hints = {k: overrides[k] for k in ("num_heads", "norm_eps") if k in overrides}
     is_vit3d = isinstance(pretrained, str | Path) and _is_vit3d_file(Path(pretrained))
-    ckpt = _as_checkpoint(pretrained, {} if is_vit3d else hints)
+    ckpt = _as_checkpoint(pretrained, {} if is_vit3d else hints, overrides.get("img_size"))
     src = ckpt.config
     if name is None:
         target = {**src, **overrides}

@@ -52,7 +52,7 @@ class LoadReport:
         lines = [f"load report: {self.source or '<state dict>'} (format: {self.format or 'unknown'})"]
         renamed = Counter((_pattern(a), _pattern(b)) for a, b in self.renamed)
         sections = [
-            ("renamed", [f"{a} -> {b}" + (f"  (x{n})" if n > 1 else "") for (a, b), n in renamed.items()]),
+            ("renamed", [f"{a} -> {b}" + (f"  ({n} tensors)" if n > 1 else "") for (a, b), n in renamed.items()]),
             ("resampled", [f"{k}: {list(a)} -> {list(b)} ({how})" for k, a, b, how in self.resampled]),
             ("re-initialised", [f"{k}: {list(s)} ({why})" for k, s, why in self.reinitialised]),
             ("dropped", [f"{k}: {list(s)} ({why})" for k, s, why in self.dropped]),
@@ -65,8 +65,10 @@ class LoadReport:
 
 
 def _pattern(key: str) -> str:
-    """Collapse block indices so a 12-block rename prints once: ``blocks.3.norm1`` -> ``blocks.{i}.norm1``."""
-    return re.sub(r"(?<=[._/])\d+(?=[._/]|$)", "{i}", key)
+    """Collapse block indices and weight/bias pairs so a 12-block rename prints once:
+    ``blocks.3.norm1.weight`` -> ``blocks.{i}.norm1.{weight,bias}``."""
+    key = re.sub(r"(?<=[._/])\d+(?=[._/]|$)", "{i}", key)
+    return re.sub(r"([./_])(weight|bias|kernel|scale)$", r"\1{weight,bias}", key)
 
 
 class Checkpoint(NamedTuple):
