@@ -44,8 +44,9 @@ def describe_model(name: str) -> dict[str, Any]:
 
         config = vit_config(model)
     else:
-        config = {k: v for k, v in vars(model).items() if not k.startswith("_") and isinstance(v, int | float | str |
-                                                                                                 tuple | bool)}
+        skip = ("training", "grad_checkpointing", "model_name")  # state, not architecture
+        config = {k: v for k, v in vars(model).items()
+                  if not k.startswith("_") and k not in skip and isinstance(v, int | float | str | tuple | bool)}
     return {"name": name, "class": type(model).__name__, "params": sum(p.numel() for p in model.parameters()),
             "config": config}
 
