@@ -147,6 +147,8 @@ def test_mask_key_follows_the_geometry(volume_csv: Path) -> None:
 def test_cache_gives_the_same_samples(volume_csv: Path, tmp_path: Path, cache: str) -> None:
     ref = VolumeDataset(volume_csv, split="val", img_size=(16, 32, 32))
     ds = VolumeDataset(volume_csv, split="val", img_size=(16, 32, 32), cache=cache, cache_dir=tmp_path)
+    if cache == "memory":  # filled at construction, before any DataLoader worker forks
+        assert len(ds._dataset._cache) == len(ds)
     for i in range(len(ds)):
         assert torch.equal(torch.as_tensor(ds[i]["image"]), torch.as_tensor(ref[i]["image"]))
     if cache == "disk":
@@ -214,3 +216,23 @@ def test_bad_arguments(volume_csv: Path) -> None:
         VolumeDataset("missing.csv")
     with pytest.raises(ValueError, match=r"window \(240.0, -160.0\)"):
         VolumeDataset(volume_csv, window=(240.0, -160.0))
+
+
+def test_mixed_formats_in_one_table(tmp_path: Path) -> None:
+    """A DICOM series folder, NRRD and MHA files and NIfTI in one CSV give the same sample for the same volume."""
+    from .helpers import write_dicom_series, write_sitk
+
+    vol = (np.random.default_rng(0).normal(40, 30, size=(6, 10, 12))).astype(np.int16)  # (z, y, x) in HU
+    write_dicom_series(tmp_path / "dcm", vol, spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    write_sitk(tmp_path / "v.nrrd", vol, spacing_xyz=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0))
+    write_sitk(tmp_path / "v.mha", vol, spacing_xyz=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0))
+    nib.save(nib.Nifti1Image(vol.transpose(2, 1, 0), np.diag([-1.0, -1.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    table = tmp_path / "t.csv"
+    table.write_text("image,label\ndcm,a\nv.nrrd,a\nv.mha,b\nv.nii.gz,b\n")
+    ds = VolumeDataset(table, img_size=(6, 10, 12))
+    samples = [ds[i]["image"] for i in range(4)]
+    expected = np.clip((vol.astype(np.float32) + 160) / 400, 0, 1)[None, :, ::-1, ::-1]  # LPS -> RAS flips y, x
+    for s in samples:
+        np.testing.assert_allclose(s.numpy(), expected, atol=1e-6)
+    report = ds.validate()
+    assert not report and str(report) == "all 4 rows are usable"

@@ -58,8 +58,9 @@ class VolumeDataset(Dataset):
         img_size: model input size ``(D, H, W)``; volumes are cropped or padded to it. None keeps the size.
         spacing: voxel size in mm ``(D, H, W)`` to resample to; None keeps the file's spacing.
         train: add the preset's random augmentation.
-        cache: ``'none'``, ``'memory'`` (MONAI ``CacheDataset``) or ``'disk'`` (MONAI ``PersistentDataset``);
-            the deterministic stage then runs once per volume. Disk cache keys include each file's
+        cache: ``'none'``, ``'memory'`` (MONAI ``CacheDataset``, filled when the dataset is built so that
+            DataLoader workers share it) or ``'disk'`` (MONAI ``PersistentDataset``); the deterministic stage
+            then runs once per volume. Disk cache keys include each file's
             modification time and size and the preprocessing settings.
         cache_dir: folder for ``cache='disk'`` (default ``~/.cache/vit3d/volumes``).
         cache_num_workers: threads filling the memory cache.
@@ -133,6 +134,8 @@ class VolumeDataset(Dataset):
         self._stages: tuple[Any, Any] | None = None
         self._dataset: Any = None
         self._seeded_pid: int | None = None
+        if cache == "memory":  # fill the cache now, before DataLoader workers fork and share it
+            self._get_dataset()
 
     # ------------------------------------------------------------------------------------------ properties
 
@@ -257,7 +260,7 @@ class VolumeDataset(Dataset):
             dataset = self._get_dataset()
             self._reseed()
             out = dataset[index]
-            if "__error__" in out:
+            if isinstance(out, Mapping) and "__error__" in out:
                 cls = MissingFileError if out.get("__missing__") else SampleError
                 raise cls(out["__file__"], out["__error__"])
             return self._to_sample(out, label, ident)
