@@ -149,10 +149,11 @@ def test_vit3d_file_round_trip(tmp_path):
 def test_save_model_then_load_model(tmp_path):
     model = vit3d.create_model("simple_vit_tiny_patch16_3d", img_size=(4, 32, 32), depth=1, num_classes=3).eval()
     save_model(model, tmp_path / "m.safetensors")
-    again = load_model(tmp_path / "m.safetensors", drop_path_rate=0.1).eval()
+    again = load_model(tmp_path / "m.safetensors", drop_path_rate=0.1, dynamic_img_size=True).eval()
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+        assert again(torch.randn(1, 3, 8, 48, 32)).shape == (1, 3)  # the override took effect
     with pytest.raises(ValueError, match=r"\.safetensors"):
         save_model(model, tmp_path / "m.pth")
 

@@ -132,7 +132,8 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
                          "inflation is supported")
     else:
         ckpt = adapt_checkpoint(ckpt, target, asked)
-    config = {**ckpt.config, **{k: v for k, v in target.items() if k not in ckpt.config}}
+    # adapt_checkpoint has made every weight-bearing key agree; the target adds the rest (eps, dynamic size...).
+    config = {**ckpt.config, **target}
     model = build_model(VisionTransformer, {}, config, name=name)
     load_state_strict(model, ckpt.state_dict, ckpt.report.source)
     if "norm_eps" in overrides and overrides["norm_eps"] != src.get("norm_eps"):
