@@ -188,3 +188,17 @@ def test_3d_checkpoint_is_not_inflated_again():
     ck = inflate(m2.state_dict(), img_size=(4, 32, 32), patch_size=(2, 8, 8), config=vit_config(m2))
     with pytest.raises(ValueError, match="2D checkpoint"):
         inflate(ck, img_size=(4, 32, 32), patch_size=(2, 8, 8))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(no_embed_class=True), POOLED])
+def test_separate_equals_tile_while_temporal_table_is_zero(kw):
+    """On any clip, not just repeated frames: the separable table with zero time part is the tiled table."""
+    m2 = _model_2d(**kw)
+    args = dict(img_size=(6, 32, 32), patch_size=(2, 8, 8), config=vit_config(m2))
+    tile, sep = _build(inflate(m2.state_dict(), pos="tile", **args)), _build(inflate(m2.state_dict(), pos="separate",
+                                                                                      **args))
+    x = torch.randn(2, 3, 6, 32, 32)
+    with torch.no_grad():
+        assert (tile(x) - sep(x)).abs().max() <= 1e-5
+        sep.pos_embed_temporal.normal_()
+        assert (tile(x) - sep(x)).abs().max() > 1e-3  # the temporal table is used
