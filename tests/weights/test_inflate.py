@@ -201,4 +201,4 @@ def test_separate_equals_tile_while_temporal_table_is_zero(kw):
     with torch.no_grad():
         assert (tile(x) - sep(x)).abs().max() <= 1e-5
         sep.pos_embed_temporal.normal_()
-        assert (tile(x) - sep(x)).abs().max() > 1e-3  # the temporal table is used
+        assert (tile.forward_features(x) - sep.forward_features(x)).abs().max() > 1e-2  # the table is used
