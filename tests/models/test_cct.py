@@ -257,3 +257,19 @@ def test_bad_inputs_raise():
         model(torch.randn(2, 3, 20, 24))
     with pytest.raises(ValueError, match="unknown keyword.*'embedding_dim' \\(did you mean 'embed_dim'\\?\\)"):
         vit3d.create_model("cct_7_3x1_32_2d", embedding_dim=64)
+
+
+# ---------------------------------------------------------------------- learning on real data
+@pytest.mark.slow
+def test_cct_learns_sklearn_digits():
+    """benchmarks/cct_digits.py: the documented run reaches >= 97% test accuracy (minutes on 2 CPU cores)."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("sklearn")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cct_digits.py"
+    spec = importlib.util.spec_from_file_location("cct_digits", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main([])
+    assert result["test_accuracy"] >= 0.97, result
