@@ -84,8 +84,8 @@ def original_grid(image: Any, input_path: str | Path | None) -> tuple[np.ndarray
 
 def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: str, classes: Sequence[str], out_dir: str | Path,
                    stem: str, method: str = "rollout", input_path: str | Path | None = None,
-                   clip_format: str = "gif", num_slices: int = 12, alpha: float = 0.4, cmap: str = "jet",
-                   mask: torch.Tensor | None = None, fps: float = 8.0) -> ExplainResult:
+                   clip_format: str = "gif", num_slices: int = 12, alpha: float = 0.6, cmap: str = "jet",
+                   mask: torch.Tensor | None = None, fps: float = 8.0, floor: float = 0.5) -> ExplainResult:
     """Explain one preprocessed sample and write the overlays.
 
     Args:
@@ -100,10 +100,11 @@ def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: str, classes:
         input_path: the original file (its NIfTI header gives the output grid; else MONAI's metadata does).
         clip_format: ``'gif'`` or ``'mp4'`` for clips.
         num_slices: slices (frames) in the montage.
-        alpha: overlay opacity.
+        alpha: overlay opacity at the map's maximum.
         cmap: matplotlib colormap.
         mask: optional ``(D, H, W)`` mask in model space, outlined on the montage.
         fps: frame rate of the clip overlay.
+        floor: quantile of the map below which the overlays draw nothing (the NIfTI keeps the whole map).
     """
     if kind not in ("volume", "clip"):
         raise ValueError(f"kind={kind!r} is not 'volume' or 'clip'")
@@ -140,13 +141,14 @@ def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: str, classes:
         else:  # no geometry to go back with (e.g. a plain tensor): the map on the model's grid, unit spacing
             out.files.append(save_nifti(amap, out_dir / f"{stem}_attn_{method}_model_space.nii.gz", np.eye(4)))
         out.files.append(save_montage(display, amap, out_dir / f"{stem}_montage_{method}.png", num_slices=num_slices,
-                                      alpha=alpha, cmap=cmap, mask=mask, title=title))
+                                      alpha=alpha, cmap=cmap, mask=mask, title=title, floor=floor))
     else:
         out.files.append(save_clip_overlay(display, amap, out_dir / f"{stem}_attn_{method}.{clip_format}", fps=fps,
-                                           alpha=alpha, cmap=cmap))
+                                           alpha=alpha, cmap=cmap, floor=floor))
         frames = display.mean(0) if display.shape[0] != 1 else display[0]
         out.files.append(save_montage(frames, amap, out_dir / f"{stem}_montage_{method}.png", num_slices=num_slices,
-                                      alpha=alpha, cmap=cmap, mask=mask, title=title, axis_name="frame"))
+                                      alpha=alpha, cmap=cmap, mask=mask, title=title, axis_name="frame",
+                                      floor=floor))
     return out
 
 
@@ -160,6 +162,20 @@ def _unpack(loaded: Any) -> tuple[nn.Module, list[str], str, Any]:
     return model, list(classes), str(kind), preprocess
 
 
+def _mask_in_model_space(path: str | Path, image: Any) -> torch.Tensor:
+    """A mask file resampled (nearest) onto the preprocessed image's grid through the two affines."""
+    import nibabel as nib
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--mask {path} does not exist; check the path")
+    if getattr(image, "affine", None) is None:
+        raise ValueError("--mask needs a volume preprocessed with the MONAI backend (an image with an affine)")
+    ref = nib.load(str(path))
+    mask = resample_to_reference(np.asarray(ref.dataobj, dtype=np.float32), ref.affine, image.affine,
+                                 tuple(image.shape[1:]), interpolation="nearest")
+    return torch.from_numpy(mask)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vit3d explain", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,8 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "pool: CCT's sequence-pooling weights")
     p.add_argument("--clip-format", default="gif", choices=("gif", "mp4"), help="animation format for clips")
     p.add_argument("--slices", type=int, default=12, help="slices (frames) in the PNG montage")
-    p.add_argument("--alpha", type=float, default=0.4, help="overlay opacity")
+    p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity at the map's maximum")
+    p.add_argument("--floor", type=float, default=0.5,
+                   help="quantile of the map below which the PNG/GIF overlays draw nothing (0 = plain min-max)")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap of the overlay (jet, inferno, ...)")
+    p.add_argument("--mask", default=None, help="a mask on the input volume's grid (e.g. a lesion segmentation) to "
+                                              "outline on the montage")
     p.add_argument("--device", default="cpu", help="torch device")
     return p
 
@@ -186,15 +206,19 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"--{name} {path} does not exist; check the path")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha {args.alpha} must be in [0, 1]")
+    if not 0.0 <= args.floor < 1.0:
+        raise ValueError(f"--floor {args.floor} must be a quantile in [0, 1)")
     from pipelines.inference import load_for_inference
 
     model, classes, kind, preprocess = _unpack(load_for_inference(args.ckpt))
     model = model.to(args.device).eval()
     sample = preprocess(args.input)
     image = sample["image"] if isinstance(sample, dict) else sample
+    mask = _mask_in_model_space(args.mask, image) if args.mask is not None else None
     result = explain_sample(model, image, kind=kind, classes=classes, out_dir=args.out, stem=_stem(args.input),
                             method=args.method, input_path=args.input, clip_format=args.clip_format,
-                            num_slices=args.slices, alpha=args.alpha, cmap=args.cmap)
+                            num_slices=args.slices, alpha=args.alpha, cmap=args.cmap, mask=mask,
+                            floor=args.floor)
     print(f"predicted: {result.label} (p={result.probability:.3f})")
     for f in result.files:
         print(f"wrote {f}")

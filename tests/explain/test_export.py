@@ -148,8 +148,14 @@ def test_overlay_blends_the_colormap() -> None:
 
     frames = np.zeros((2, 4, 5))
     amap = np.random.default_rng(3).random((2, 4, 5))
-    heat = matplotlib.colormaps["jet"](normalize_map(amap))[..., :3]
-    np.testing.assert_allclose(overlay_rgb(frames, amap, alpha=1.0) / 255.0, heat, atol=1 / 255)
+    a = normalize_map(amap)
+    heat = matplotlib.colormaps["jet"](a)[..., :3]
+    # opacity sqrt(value) * alpha over black frames
+    np.testing.assert_allclose(overlay_rgb(frames, amap, alpha=1.0) / 255.0, np.sqrt(a)[..., None] * heat,
+                               atol=1 / 255)
     assert overlay_rgb(frames, amap, alpha=0.0).max() == 0
+    # with a median floor, the lower half of the map is not drawn at all
+    floored = overlay_rgb(frames, amap, alpha=1.0, floor=0.5)
+    assert (floored[a <= np.median(a)] == 0).all() and floored[a == 1].max() > 0
     with pytest.raises(ValueError, match="differs"):
         overlay_rgb(frames, amap[:, :3])

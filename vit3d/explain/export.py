@@ -43,6 +43,28 @@ def normalize_map(amap: ArrayLike) -> np.ndarray:
     return np.zeros_like(a) if hi - lo <= 0 else (a - lo) / (hi - lo)
 
 
+def _display_map(amap: ArrayLike, floor: float) -> np.ndarray:
+    """Map in ``[0, 1]`` for display: values at or below the ``floor`` quantile become 0 (drawn transparent).
+
+    Rollout maps carry a large near-uniform share (the residual identity), so a plain min-max overlay tints the
+    whole body; stretching above a quantile shows where the map rises above its typical level.
+    """
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"floor={floor} must be a quantile in [0, 1)")
+    a = normalize_map(amap)
+    q = float(np.quantile(a, floor)) if floor > 0 else 0.0
+    return np.clip((a - q) / max(1.0 - q, 1e-12), 0.0, 1.0).astype(np.float32)
+
+
+def _heat_rgba(a: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
+    """Colour the display map, opacity rising with the value up to ``alpha``."""
+    import matplotlib
+
+    rgba = matplotlib.colormaps[cmap](a)
+    rgba[..., 3] = alpha * np.sqrt(a)  # sqrt: mid values stay visible, zeros vanish
+    return rgba
+
+
 def _affine(a: ArrayLike, name: str) -> np.ndarray:
     out = np.asarray(_np(a), dtype=np.float64)
     if out.shape != (4, 4):
@@ -172,8 +194,8 @@ def _slice_indices(n: int, num_slices: int, peak: int) -> list[int]:
 
 
 def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_slices: int = 12, cols: int = 6,
-                 cmap: str = "jet", alpha: float = 0.4, mask: ArrayLike | None = None, title: str | None = None,
-                 axis_name: str = "slice") -> Path:
+                 cmap: str = "jet", alpha: float = 0.6, mask: ArrayLike | None = None, title: str | None = None,
+                 axis_name: str = "slice", floor: float = 0.5) -> Path:
     """PNG montage of slices along the first axis with the map overlaid (the map's peak slice is always shown).
 
     Args:
@@ -183,10 +205,11 @@ def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_sl
         num_slices: slices shown, evenly spaced.
         cols: panels per row.
         cmap: matplotlib colormap of the overlay.
-        alpha: overlay opacity.
+        alpha: opacity of the overlay at the map's maximum (it fades to transparent towards the floor).
         mask: optional ``(D, H, W)`` mask drawn as a white contour (e.g. a lesion).
         title: figure title.
         axis_name: label of the first axis in panel titles (``'slice'`` or ``'frame'``).
+        floor: quantile of the map below which nothing is drawn (0 draws the plain min-max map).
     """
     import matplotlib
 
@@ -195,7 +218,7 @@ def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_sl
 
     vol = _np(volume)
     vol = vol[0] if vol.ndim == 4 else vol
-    a = normalize_map(amap)
+    a = _display_map(amap, floor)
     if vol.shape != a.shape or vol.ndim != 3:
         raise ValueError(f"volume {vol.shape} and map {a.shape} must both be (D, H, W) of the same shape")
     m = _np(mask) if mask is not None else None
@@ -213,7 +236,7 @@ def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_sl
         ax.axis("off")
     for ax, i in zip(axes.ravel(), idx, strict=False):  # spare panels stay blank
         ax.imshow(shown[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(a[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+        ax.imshow(_heat_rgba(a[i], cmap, alpha), interpolation="bilinear")
         if m is not None and m[i].max() > 0:
             ax.contour(m[i] > 0.5, levels=[0.5], colors="white", linewidths=1.0)
         ax.set_title(f"{axis_name} {i}" + (" (peak)" if i == peak else ""), fontsize=8,
@@ -228,10 +251,12 @@ def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_sl
     return path
 
 
-def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha: float = 0.4) -> np.ndarray:
-    """Blend a map onto frames: ``(T, H, W)`` grey or ``(T, H, W, 3)`` / ``(3, T, H, W)`` colour -> uint8 ``(T, H, W, 3)``."""
-    import matplotlib
+def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha: float = 0.6,
+                floor: float = 0.0) -> np.ndarray:
+    """Blend a map onto frames: ``(T, H, W)`` grey or ``(T, H, W, 3)`` / ``(3, T, H, W)`` colour -> uint8 ``(T, H, W, 3)``.
 
+    The opacity of the map rises with its value up to ``alpha`` (see :func:`save_montage` for ``floor``).
+    """
     f = _np(frames)
     if f.ndim == 4 and f.shape[0] in (1, 3) and f.shape[-1] not in (1, 3):
         f = np.moveaxis(f, 0, -1)  # (C, T, H, W) as the model sees clips
@@ -241,16 +266,17 @@ def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha:
         f = np.repeat(f[..., None], 3, axis=-1)
     if f.ndim != 4 or f.shape[-1] != 3:
         raise ValueError(f"frames of shape {_np(frames).shape} are not (T, H, W), (T, H, W, 3) or (C, T, H, W)")
-    a = normalize_map(amap)
+    a = _display_map(amap, floor)
     if a.shape != f.shape[:3]:
         raise ValueError(f"map shape {a.shape} differs from the frames' (T, H, W) {f.shape[:3]}")
     f = f / 255.0 if f.max() > 1.5 and f.min() >= 0 else _display(f)
-    heat = matplotlib.colormaps[cmap](a)[..., :3]
-    return (np.clip((1 - alpha) * f + alpha * heat, 0, 1) * 255).round().astype(np.uint8)
+    rgba = _heat_rgba(a, cmap, alpha)
+    w = rgba[..., 3:]
+    return (np.clip((1 - w) * f + w * rgba[..., :3], 0, 1) * 255).round().astype(np.uint8)
 
 
 def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, fps: float = 8.0, cmap: str = "jet",
-                      alpha: float = 0.4, min_size: int = 256) -> Path:
+                      alpha: float = 0.6, min_size: int = 256, floor: float = 0.5) -> Path:
     """Animated GIF (``.gif``) or H.264 mp4 (``.mp4``) of a clip with the map overlaid, one frame per time step.
 
     Small frames are enlarged (nearest neighbour, integer factor) until the shorter side reaches ``min_size``.
@@ -258,7 +284,7 @@ def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, f
     path = Path(path)
     suffix = path.suffix.lower()
     check_choice("clip file suffix", suffix, (".gif", ".mp4"))
-    rgb = overlay_rgb(frames, amap, cmap=cmap, alpha=alpha)
+    rgb = overlay_rgb(frames, amap, cmap=cmap, alpha=alpha, floor=floor)
     factor = max(1, -(-min_size // min(rgb.shape[1:3])))
     rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
