@@ -1,8 +1,10 @@
 """Multi-head self-attention with a fused qkv projection (Vaswani et al. 2017, https://arxiv.org/abs/1706.03762).
 
 The default path runs :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels
-where the device has them). :meth:`Attention.forward_with_attn` is the explicit opt-in path that also returns the
-attention probabilities; :func:`record_attention` switches a whole model onto it for one block of code so the
+where the device has them). One case takes an explicit ``softmax(q k^T / sqrt(d)) v`` instead, because it was
+measured faster there: a CPU training step in bf16 with at most :data:`CPU_BF16_EXPLICIT_MAX_TOKENS` tokens (see
+:func:`use_explicit_attention`). :meth:`Attention.forward_with_attn` is the explicit opt-in path that also returns
+the attention probabilities; :func:`record_attention` switches a whole model onto it for one block of code so the
 maps can be read without touching the model's ``forward``.
 """
 
@@ -14,6 +16,24 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# CPU bf16, forward + backward, batch 4, 6 heads of 64, CPU time of one thread (2-core AMD EPYC with AVX-512 bf16,
+# torch 2.13): explicit 8.6 / 30 / 113 / 653 ms against SDPA 21 / 57 / 173 / 921 ms at 197 / 393 / 785 / 1569
+# tokens. In fp32, and without gradients in either dtype, SDPA was as fast or faster at every length. Above
+# this length the explicit path's saved (B, heads, N, N) probabilities cost more memory than its time saves
+# (1,569 tokens: +59 MB per layer at batch 2), so SDPA keeps long sequences. Re-measure with
+# `python benchmarks/paths.py` before changing it.
+CPU_BF16_EXPLICIT_MAX_TOKENS = 1024
+
+
+def use_explicit_attention(q: torch.Tensor) -> bool:
+    """Whether :class:`Attention` computes ``q`` ``(B, heads, N, head_dim)`` explicitly rather than with SDPA.
+
+    True only on CPU, for bf16 ``q`` that needs gradients, with ``N <= CPU_BF16_EXPLICIT_MAX_TOKENS``: there the
+    fused CPU kernel's backward is slower than matmul-softmax-matmul. CUDA and every other case use SDPA.
+    """
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad
+            and q.shape[-2] <= CPU_BF16_EXPLICIT_MAX_TOKENS)
 
 
 class Attention(nn.Module):
@@ -51,8 +71,15 @@ class Attention(nn.Module):
             self.attn_sink.append(attn)
             return out
         q, k, v = self._split_qkv(x)
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=self.scale)
+        if use_explicit_attention(q):
+            attn = q @ k.transpose(-2, -1)
+            attn.mul_(self.scale)  # in place: the matmul's backward needs q and k, not its output
+            # softmax in bf16: the CPU kernel accumulates in fp32 internally, and saving one bf16 copy of the
+            # (B, heads, N, N) probabilities (not an fp32 one plus a bf16 cast) is what makes this path fast.
+            out = self.attn_drop(attn.softmax(dim=-1)) @ v
+        else:
+            dropout_p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=self.scale)
         return self._merge(out)
 
     def forward_with_attn(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -242,7 +242,7 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> normalised tokens ``(B, prefix + N, D)``."""
         grid = self.patch_embed.check_input(x)
-        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = self.patch_embed.project(x)
         x = self._patch_drop(self._pos_embed(x, grid))
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             for block in self.blocks:

@@ -1,0 +1,233 @@
+"""vit3d against its peers on the same work: training-step time and peak memory, each model in its own process.
+
+Peers (all optional; a missing one is reported as skipped, never installed or downloaded here):
+
+- ``vit3d``: ``vit_small_patch16_3d`` at the preset's depth.
+- ``vit-pytorch``: lucidrains' ``vit_pytorch/vit_3d.py`` ``ViT``. Its package ``__init__`` imports torchvision, so
+  the module file is loaded directly (from the installed package, ``--vit-pytorch-file`` or
+  ``$VIT_PYTORCH_FILE``). Install it without torchvision: ``pip install --no-deps vit-pytorch``.
+- ``monai`` / ``monai-sdpa``: ``monai.networks.nets.ViT`` (``spatial_dims=3``, ``proj_type='conv'``) with the
+  explicit einsum attention, and with ``use_flash_attention=True`` set on its ``SABlock`` s (torch SDPA).
+- ``hf-videomae``: ``transformers.VideoMAEForVideoClassification`` from a ``VideoMAEConfig`` with
+  ``attn_implementation="sdpa"``; it takes clips as ``(B, T, C, H, W)``, so its input is a transposed view.
+
+Every peer is built at the same width, depth, heads, MLP width, tubelet and input, and timed by the same loop
+(:func:`vit3d.bench.time_train_steps`: forward, cross-entropy, backward, AdamW; median of ``--steps``). FLOP/s use
+the same analytic count for all (:func:`vit3d.bench.vit_flops`). Memory is the process's peak resident set above
+its resident size before the model is built (:class:`vit3d.bench.MemoryMeter`).
+
+Usage:
+    python benchmarks/peers.py --preset small long --precision 32 bf16-mixed --steps 6 \
+        --json benchmarks/results/peers.json --markdown benchmarks/results/peers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(frames=16, size=112, tubelet=2, patch=16, dim=384, depth=4, heads=6, mlp=1536, batch=4),
+    "long": dict(frames=16, size=224, tubelet=2, patch=16, dim=384, depth=2, heads=6, mlp=1536, batch=2),
+}
+PEERS = ("vit3d", "vit-pytorch", "monai", "monai-sdpa", "hf-videomae")
+NUM_CLASSES = 10
+
+
+class PeerUnavailable(RuntimeError):
+    """The peer's package is not installed here (reported as skipped)."""
+
+
+def _vit_pytorch_module(path: str | None) -> Any:
+    """Load ``vit_pytorch/vit_3d.py`` as a standalone module, without running the package ``__init__``."""
+    candidates = [path, os.environ.get("VIT_PYTORCH_FILE")]
+    spec = importlib.util.find_spec("vit_pytorch")  # locates the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [str(Path(loc) / "vit_3d.py") for loc in spec.submodule_search_locations]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            mod_spec = importlib.util.spec_from_file_location("_peer_vit_pytorch_vit_3d", candidate)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            return module
+    raise PeerUnavailable("vit-pytorch not found: `pip install --no-deps vit-pytorch` or pass --vit-pytorch-file")
+
+
+def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None):
+    """``(model, forward)`` for ``peer`` at preset ``p``; ``forward(model, x)`` maps ``(B, C, T, H, W)`` to logits."""
+    img = (p["frames"], p["size"], p["size"])
+    tub = (p["tubelet"], p["patch"], p["patch"])
+    if peer == "vit3d":
+        import vit3d
+
+        model = vit3d.create_model("vit_small_patch16_3d", img_size=img, patch_size=tub, embed_dim=p["dim"],
+                                   depth=p["depth"], num_heads=p["heads"], mlp_ratio=p["mlp"] / p["dim"],
+                                   num_classes=NUM_CLASSES)
+        return model, None
+    if peer == "vit-pytorch":
+        module = _vit_pytorch_module(vit_pytorch_file)
+        model = module.ViT(image_size=p["size"], image_patch_size=p["patch"], frames=p["frames"],
+                           frame_patch_size=p["tubelet"], num_classes=NUM_CLASSES, dim=p["dim"], depth=p["depth"],
+                           heads=p["heads"], mlp_dim=p["mlp"], dim_head=p["dim"] // p["heads"], channels=3)
+        return model, None
+    if peer in ("monai", "monai-sdpa"):
+        try:
+            from monai.networks.blocks.selfattention import SABlock
+            from monai.networks.nets import ViT
+        except ImportError as err:
+            raise PeerUnavailable(f"monai does not import: {err}") from err
+        model = ViT(in_channels=3, img_size=img, patch_size=tub, hidden_size=p["dim"], mlp_dim=p["mlp"],
+                    num_layers=p["depth"], num_heads=p["heads"], proj_type="conv", classification=True,
+                    num_classes=NUM_CLASSES, spatial_dims=3, qkv_bias=True)
+        # MONAI 1.6's ViT does not pass use_flash_attention through; its SABlock reads the flag at forward time.
+        for m in model.modules():
+            if isinstance(m, SABlock):
+                m.use_flash_attention = peer == "monai-sdpa"
+        return model, lambda m, x: m(x)[0]
+    if peer == "hf-videomae":
+        try:
+            from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+        except ImportError as err:
+            raise PeerUnavailable(f"transformers does not import: {err}") from err
+        cfg = VideoMAEConfig(image_size=p["size"], patch_size=p["patch"], num_channels=3, num_frames=p["frames"],
+                             tubelet_size=p["tubelet"], hidden_size=p["dim"], num_hidden_layers=p["depth"],
+                             num_attention_heads=p["heads"], intermediate_size=p["mlp"], num_labels=NUM_CLASSES)
+        model = VideoMAEForVideoClassification._from_config(cfg, attn_implementation="sdpa")
+        return model, lambda m, x: m(pixel_values=x.transpose(1, 2)).logits
+    raise ValueError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
+
+
+def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
+               vit_pytorch_file: str | None) -> dict[str, Any]:
+    """Benchmark one peer in this process and return its result as a dict."""
+    import torch
+
+    from vit3d.bench import benchmark_model, vit_flops
+
+    p = PRESETS[preset]
+    torch.manual_seed(0)
+    patches = (p["frames"] // p["tubelet"]) * (p["size"] // p["patch"]) ** 2
+    flops = vit_flops(batch=p["batch"], num_patches=patches, patch_dim=3 * p["tubelet"] * p["patch"] ** 2,
+                      embed_dim=p["dim"], depth=p["depth"], mlp_hidden=p["mlp"], num_classes=NUM_CLASSES)
+    holder: dict[str, Any] = {}
+
+    def factory():
+        model, forward = build_peer(peer, p, vit_pytorch_file)
+        holder["forward"] = forward
+        return model
+
+    # Built inside the memory meter, so parameters and optimiser state count for every peer alike.
+    result = benchmark_model(factory, batch=p["batch"], precision=precision,
+                             input_shape=(3, (p["frames"], p["size"], p["size"])), steps=steps, warmup=warmup,
+                             num_classes=NUM_CLASSES, flops=flops, name=peer, measure_peak=False,
+                             forward=lambda m, x: (holder["forward"] or (lambda mm, xx: mm(xx)))(m, x))
+    out = result.to_dict()
+    out["preset"] = preset
+    return out
+
+
+def _run_one(args: argparse.Namespace, peer: str, preset: str, precision: str) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", peer, "--preset", preset, "--precision", precision,
+           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.vit_pytorch_file:
+        cmd += ["--vit-pytorch-file", args.vit_pytorch_file]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": peer, "preset": preset, "precision": precision, "skipped": reason}
+    out = json.loads(lines[-1])
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _peak(precision: str) -> float:
+    import torch
+
+    from vit3d.bench import matmul_peak
+
+    return matmul_peak(torch.device("cpu"), precision)
+
+
+def to_markdown(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
+    """One table per preset and precision: step time, samples/s, GFLOP/s, % of matmul peak, memory, ratios."""
+    out = []
+    keys = sorted({(r["preset"], r["precision"]) for r in rows}, key=lambda k: (list(PRESETS).index(k[0]), k[1]))
+    for preset, precision in keys:
+        group = [r for r in rows if r["preset"] == preset and r["precision"] == precision]
+        ref = next((r for r in group if r["model"] == "vit3d" and "skipped" not in r), None)
+        p = PRESETS[preset]
+        peak = peaks.get(precision, float("nan"))
+        out.append(f"**{preset}** ({p['frames']}x{p['size']}x{p['size']}, tubelet {p['tubelet']}x{p['patch']}x"
+                   f"{p['patch']}, width {p['dim']}, {p['depth']} layers, {p['heads']} heads, batch {p['batch']}), "
+                   f"precision `{precision}`, matmul peak {peak / 1e9:.0f} GFLOP/s\n")
+        out.append("| model | step (s) | samples/s | GFLOP/s | % of peak | peak memory (MiB) | step / vit3d | "
+                   "memory / vit3d |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in group:
+            if "skipped" in r:
+                out.append(f"| {r['model']} | skipped: {r['skipped'][:80]} | | | | | | |")
+                continue
+            t, mem = r["median_step_s"], r["peak_memory_mib"]
+            rt = f"{t / ref['median_step_s']:.2f}" if ref else "n/a"
+            rm = f"{mem / ref['peak_memory_mib']:.2f}" if ref else "n/a"
+            gf = r["flops_per_step"] / t / 1e9
+            out.append(f"| {r['model']} | {t:.3f} | {r['samples_per_s']:.1f} | {gf:.0f} | {100 * gf * 1e9 / peak:.0f}% "
+                       f"| {mem:.0f} | {rt} | {rm} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"], choices=["32", "bf16-mixed"])
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per peer process")
+    parser.add_argument("--vit-pytorch-file", default=None, help="path to vit_pytorch/vit_3d.py")
+    parser.add_argument("--json", type=Path, default=None, help="write all results here")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.preset[0], args.precision[0], args.steps, args.warmup,
+                                    args.vit_pytorch_file)))
+        return 0
+
+    rows = []
+    for preset in args.preset:
+        for precision in args.precision:
+            for peer in args.peers:
+                row = _run_one(args, peer, preset, precision)
+                rows.append(row)
+                shown = row.get("skipped") or f"{row['median_step_s']:.3f} s, {row['peak_memory_mib']:.0f} MiB"
+                print(f"{preset:6s} {precision:10s} {peer:12s} {shown}", file=sys.stderr, flush=True)
+    peaks = {precision: _peak(precision) for precision in args.precision}
+    from vit3d.bench import machine_info
+
+    report = {"machine": machine_info("cpu"), "matmul_peak_flops": peaks, "results": rows,
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    table = to_markdown(rows, peaks)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
