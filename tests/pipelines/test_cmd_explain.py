@@ -143,3 +143,30 @@ def test_main_end_to_end(volume_rows: list[dict[str, str]], tmp_path: Path, caps
     assert written.shape == ref.shape
     np.testing.assert_allclose(written.affine, ref.affine, atol=1e-5)
     assert (tmp_path / "out" / f"{Path(image).name[:-7]}_montage_last.png").is_file()
+
+
+def test_main_end_to_end_clip(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A clip checkpoint: the command decodes the mp4 with the eval preprocessing and writes a GIF overlay."""
+    from PIL import Image
+
+    from pipelines.datamodules import VideoDataModule
+    from pipelines.module import ClassificationModule
+    from vit3d.data.synthetic import make_clip_dataset
+
+    table = make_clip_dataset(tmp_path / "clips", num_samples=4, frames=8, size=(32, 32))
+    with open(table) as f:
+        video = str(table.parent / next(csv.DictReader(f))["path"])
+    dm = VideoDataModule(str(table), frames=8, stride=1, frame_size=(32, 32), augment=False, validate_files=False)
+    module = ClassificationModule("vit_tiny_patch16_3d", model_args=dict(patch_size=[2, 8, 8], embed_dim=48, depth=2,
+                                                                         num_heads=3),
+                                  num_classes=4, in_chans=3, img_size=[8, 32, 32],
+                                  class_names=["down", "left", "right", "up"], lr_scheduler=None)
+    ckpt = tmp_path / "clip.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "datamodule_hyper_parameters": dict(dm.hparams)}, ckpt)
+    assert cmd.main(["--ckpt", str(ckpt), "--input", video, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    gif = tmp_path / "out" / f"{Path(video).stem}_attn_rollout.gif"
+    assert "predicted: " in printed and f"wrote {gif}" in printed
+    with Image.open(gif) as im:
+        assert im.n_frames == 8 and im.size == (256, 256)
