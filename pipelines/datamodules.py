@@ -168,10 +168,13 @@ class _ClassificationDataModule(pl.LightningDataModule):
             raise FileNotFoundError(f"data={self.data!r} does not exist; point it at the dataset CSV (or folder)")
         if split == "predict":
             split = "test"
-        if Path(self.data).is_dir():  # a folder per class has no split column: use it whole for training only
+        if Path(self.data).is_dir():  # a folder per class: root/<split>/<class>/ when present, else training only
+            if (Path(self.data) / split).is_dir():
+                return self.data, split
             if split != "train":
-                raise ValueError(f"data={self.data!r} is a folder, which has no {split!r} split; set {split}_data= "
-                                 "to another folder (or use a CSV with a split column)")
+                raise ValueError(f"data={self.data!r} is a folder without a {split!r} sub-folder; add "
+                                 f"{self.data}/{split}/<class>/..., set {split}_data= to another folder, or use a "
+                                 "CSV with a split column")
             return self.data, None
         return self.data, split
 
@@ -354,11 +357,14 @@ class VideoDataModule(_ClassificationDataModule):
         classes: class names in label order; read from the training split when omitted.
         frames: frames per clip.
         stride: frame stride within a clip.
+        fps: sample frames at this rate instead of every ``stride`` frames.
         frame_size: frame size ``(H, W)`` fed to the model; the model's input is ``(frames, H, W)``.
-        num_clips: temporal views per video at test time (predictions are averaged per video).
-        num_crops: spatial crops per clip at test time.
-        decoder: ``decord`` or ``pyav``.
-        augment: random crops/flips of training clips.
+        short_side: resize the shorter side to this before cropping (default: just cover ``frame_size``).
+        num_clips: temporal views per video at test and predict time (predictions are averaged per video).
+        num_crops: spatial crops per clip at test and predict time (1 or 3).
+        decoder: ``decord`` (falls back to PyAV per file) or ``pyav``.
+        augment: random clips, scales and crops of training videos.
+        flip: random horizontal flips in training; turn off when left/right matters (motion direction).
         mean: per-channel normalisation mean; ``null`` uses the dataset default.
         std: per-channel normalisation std; ``null`` uses the dataset default.
         on_error: ``raise`` on an unreadable video, or ``skip`` it.
@@ -384,11 +390,14 @@ class VideoDataModule(_ClassificationDataModule):
         classes: list[str] | None = None,
         frames: int = 16,
         stride: int = 2,
-        frame_size: tuple[int, int] = (64, 64),
+        fps: float | None = None,
+        frame_size: tuple[int, int] = (112, 112),
+        short_side: int | None = None,
         num_clips: int = 1,
-        num_crops: int = 1,
-        decoder: Literal["decord", "pyav"] = "pyav",
+        num_crops: Literal[1, 3] = 1,
+        decoder: Literal["decord", "pyav"] = "decord",
         augment: bool = True,
+        flip: bool = True,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
@@ -410,13 +419,14 @@ class VideoDataModule(_ClassificationDataModule):
             raise ValueError(f"frames ({frames}), stride ({stride}), num_clips ({num_clips}) and num_crops "
                              f"({num_crops}) must all be >= 1")
         self.save_hyperparameters()
-        self.frames, self.stride = frames, stride
+        self.frames, self.stride, self.fps = frames, stride, fps
         self._frame_size = tuple(frame_size)
+        self.short_side = short_side
         self.num_clips, self.num_crops = num_clips, num_crops
-        self.decoder, self.augment = decoder, augment
+        self.decoder, self.augment, self.flip = decoder, augment, flip
         self.mean, self.std, self.on_error = mean, std, on_error
         self.dataset_args = dict(dataset_args or {})
-        from vit3d.data import VideoClipDataset
+        from vit3d.data.video import VideoClipDataset
 
         _check_kwargs(VideoClipDataset, self.dataset_args, "data.dataset_args")
 
@@ -430,12 +440,14 @@ class VideoDataModule(_ClassificationDataModule):
         return [self.frames, *self._frame_size]
 
     def dataset_kwargs(self, train: bool, split: str | None = None) -> dict[str, Any]:
-        """Keywords of :class:`vit3d.data.VideoClipDataset` for a training or eval split."""
-        multi = split == "test" and (self.num_clips > 1 or self.num_crops > 1)
+        """Keywords of :class:`vit3d.data.VideoClipDataset` for a training or eval split (multi-view for
+        ``split`` test and predict)."""
+        multi = split in ("test", "predict") and (self.num_clips > 1 or self.num_crops > 1)
         kwargs: dict[str, Any] = {
-            "frames": self.frames, "stride": self.stride, "img_size": self._frame_size, "decoder": self.decoder,
-            "train": train and self.augment, "on_error": self.on_error,
-            "sampler": "random" if train else ("multi" if multi else "uniform"),
+            "frames": self.frames, "stride": self.stride, "fps": self.fps, "img_size": self._frame_size,
+            "short_side": self.short_side, "decoder": self.decoder, "train": train and self.augment,
+            "flip": self.flip, "on_error": self.on_error,
+            "sampler": "random" if train and self.augment else ("multi" if multi else "uniform"),
             "num_clips": self.num_clips if multi else 1, "num_crops": self.num_crops if multi else 1,
         }
         if self.mean is not None:
@@ -446,7 +458,7 @@ class VideoDataModule(_ClassificationDataModule):
 
     def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
                      stage_split: str = "train", **extra: Any) -> Dataset:
-        from vit3d.data import VideoClipDataset
+        from vit3d.data.video import VideoClipDataset
 
         return VideoClipDataset(source, split=split, **self.dataset_kwargs(train, stage_split), **extra)
 

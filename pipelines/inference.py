@@ -142,7 +142,7 @@ def load_for_inference(ckpt_path: str | Path, *, map_location: str | torch.devic
             return dataset.load_one(file)
     else:
         def preprocess(file: str | Path) -> dict[str, Any]:
-            sample = datamodule.make_dataset([{"path": str(file)}], None, False, stage_split="predict",
+            sample = datamodule.make_dataset([{"path": str(file)}], None, False, stage_split="val",
                                              classes=class_names)[0]
             if sample is None:
                 raise ValueError(f"could not read {file}; see the log for the reason")

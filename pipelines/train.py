@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -196,18 +197,13 @@ class VitCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> int:
     """Run ``vit3d fit|validate|test|predict ...``; returns 0, or 2 after printing a config error."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = {sub: {"usage": f"vit3d {sub} [-c CONFIG ...] [--print_config] [--KEY VALUE ...]"}
+             for sub in ("fit", "validate", "test", "predict")}
     try:
-        VitCLI(
-            ClassificationModule,
-            _ClassificationDataModule,
-            subclass_mode_data=True,
-            trainer_class=Trainer,
-            trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT},
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            parser_kwargs={"prog": "vit3d"},
-            args=argv,
-        )
+        with warnings.catch_warnings():
+            # Tests and the dispatcher pass argv explicitly while sys.argv holds the same or the test runner's.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            _run_cli(argv, usage)
     except ConfigError as err:
         sub = argv[0] if argv else "fit"
         print(f"vit3d {sub}: error: {err}", file=sys.stderr)
@@ -215,6 +211,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def _run_cli(argv: list[str], parser_kwargs: dict[str, Any]) -> VitCLI:
+    return VitCLI(
+        ClassificationModule,
+        _ClassificationDataModule,
+        subclass_mode_data=True,
+        trainer_class=Trainer,
+        trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "vit3d", **parser_kwargs},
+        args=argv,
+    )
 
 
 if __name__ == "__main__":

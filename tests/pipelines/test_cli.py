@@ -1,0 +1,179 @@
+"""`vit3d fit | validate | test | predict` driven in-process with argv lists on tiny synthetic volumes."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipelines.cli import main as vit3d
+from pipelines.inference import load_for_inference
+
+REPO = Path(__file__).resolve().parents[2]
+PROBES = Path(__file__).parent / "probes"
+TINY_MODEL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": [4, 8, 8]}
+
+
+def tiny_config(csv_path: Path, root: Path, **trainer: object) -> dict:
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
+                    "enable_model_summary": False, "log_every_n_steps": 1, "max_steps": 4,
+                    "default_root_dir": str(root), **trainer},
+        "model": {"model": "vit_tiny_patch16_3d", "model_args": TINY_MODEL},
+        "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
+                 "init_args": {"data": str(csv_path), "img_size": [16, 32, 32], "batch_size": 4,
+                               "num_workers": 0}},
+    }
+
+
+def write_yaml(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vit3d.data.synthetic import make_volume_dataset
+
+    root = tmp_path_factory.mktemp("volumes")
+    return make_volume_dataset(root, num_samples=16, shape=(16, 32, 32), num_classes=2, seed=0,
+                               val_fraction=0.25, test_fraction=0.25)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_yaml(tmp_path / "tiny.yaml", tiny_config(volumes, tmp_path / "run", val_check_interval=2))
+    assert vit3d(["fit", "-c", str(cfg)]) == 0
+    best, last = tmp_path / "run/checkpoints/best.ckpt", tmp_path / "run/checkpoints/last.ckpt"
+    assert best.is_file() and last.is_file()
+    ckpt = torch.load(last, weights_only=True)  # loads without executing code from the file
+    assert ckpt["global_step"] == 4
+    assert ckpt["hyper_parameters"]["num_classes"] == 2 and ckpt["hyper_parameters"]["in_chans"] == 1
+    assert ckpt["hyper_parameters"]["class_names"] == ["sphere", "tube"]
+    assert list(ckpt["hyper_parameters"]["img_size"]) == [16, 32, 32]
+    logs = sorted((tmp_path / "run/logs").glob("version_*"))
+    metrics = read_rows(logs[-1] / "metrics.csv")
+    assert {"train/loss", "val/acc", "val/bal_acc", "val/f1", "val/auroc"} <= set(metrics[0])
+    assert list(logs[-1].glob("events.out.tfevents.*")), "TensorBoard events missing"
+
+    assert vit3d(["validate", "-c", str(cfg), "--ckpt_path", str(best)]) == 0
+    assert vit3d(["test", "-c", str(cfg), "--ckpt_path", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "val/acc" in out
+
+    # predict: one row per test volume, label = arg-max class, probabilities sum to 1 and match the bundle
+    preds = tmp_path / "preds.csv"
+    assert vit3d(["predict", "-c", str(cfg), "--ckpt_path", str(best), "--output", str(preds)]) == 0
+    rows = read_rows(preds)
+    assert list(rows[0]) == ["path", "label", "prob_sphere", "prob_tube"]
+    test_files = {str((volumes.parent / r["image"]).resolve()) for r in read_rows(volumes) if r["split"] == "test"}
+    assert {str(Path(r["path"]).resolve()) for r in rows} == test_files
+    bundle = load_for_inference(best)
+    assert bundle.kind == "volume" and bundle.class_names == ["sphere", "tube"]
+    for row in rows:
+        p = [float(row["prob_sphere"]), float(row["prob_tube"])]
+        assert sum(p) == pytest.approx(1.0, abs=1e-5)
+        assert row["label"] == ["sphere", "tube"][p.index(max(p))]
+        ref = bundle.predict_file(row["path"])  # load_one path: the same eval preprocessing
+        assert ref["sphere"] == pytest.approx(p[0], abs=1e-5)
+
+    # predict from the checkpoint alone: data settings and classes come from it
+    preds2 = tmp_path / "preds2.csv"
+    one = rows[0]["path"]
+    assert vit3d(["predict", "--ckpt_path", str(best), "--data.predict_data", one, "--output", str(preds2),
+                  "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "p")]) == 0
+    again = read_rows(preds2)
+    assert len(again) == 1 and float(again[0]["prob_sphere"]) == pytest.approx(float(rows[0]["prob_sphere"]))
+
+
+def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PROBES))
+    # 8 training volumes, batch 2: 4 steps per epoch, 3 epochs; mixup on to check its draws resume too.
+    base = tiny_config(volumes, tmp_path / "a", max_steps=-1, max_epochs=3)
+    base["data"]["init_args"].update(batch_size=2, augment=False)
+    base["model"].update(mixup_alpha=0.4, cutmix_alpha=1.0)
+    every_step = ["--checkpoint.every_n_train_steps", "1"]
+    a = write_yaml(tmp_path / "a.yaml", base)
+    assert vit3d(["fit", "-c", str(a), *every_step]) == 0
+
+    killed = dict(base, trainer={**base["trainer"], "default_root_dir": str(tmp_path / "b"), "callbacks": [
+        {"class_path": "vit3d_test_probes.CrashAtStep", "init_args": {"step": 7}}]})
+    b = write_yaml(tmp_path / "b.yaml", killed)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        vit3d(["fit", "-c", str(b), *every_step])
+    last_b = tmp_path / "b/checkpoints/last.ckpt"
+    state = torch.load(last_b, weights_only=True)
+    assert state["global_step"] == 6 and state["epoch"] == 1  # mid-epoch: 2 of the 4 steps of epoch 1 done
+
+    resumed = dict(base, trainer={**base["trainer"], "default_root_dir": str(tmp_path / "b")})
+    c = write_yaml(tmp_path / "c.yaml", resumed)
+    assert vit3d(["fit", "-c", str(c), *every_step, "--ckpt_path", "last"]) == 0
+
+    end_a = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    end_b = torch.load(last_b, weights_only=True)
+    assert end_a["global_step"] == end_b["global_step"] == 12
+    for key, value in end_a["state_dict"].items():
+        assert torch.equal(value, end_b["state_dict"][key]), key
+    cb = next(k for k in end_a["callbacks"] if k.startswith("ModelCheckpoint"))
+    assert torch.equal(end_a["callbacks"][cb]["current_score"], end_b["callbacks"][cb]["current_score"])
+    val_a = [r["val/loss"] for r in read_rows(sorted((tmp_path / "a/logs").glob("version_*"))[-1] / "metrics.csv")
+             if r.get("val/loss")]
+    val_b = [r["val/loss"] for r in read_rows(sorted((tmp_path / "b/logs").glob("version_*"))[-1] / "metrics.csv")
+             if r.get("val/loss")]
+    assert val_a[-1] == val_b[-1]
+
+
+def test_bad_config_values_stop_before_training(volumes: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    cfg = write_yaml(tmp_path / "tiny.yaml", tiny_config(volumes, tmp_path / "run"))
+    cases = [
+        (["--model.model", "vit_tiny_patch16_3", ], "did you mean vit_tiny_patch16_3d"),
+        (["--model.model_args", '{"emb_dim": 32}'], "emb_dim"),
+        (["--model.lr", "0.1"], "lr"),
+        (["--data.init_args.img_size", "[16, 32, 30]"], "not divisible by patch_size"),
+        (["--data.init_args.img_size", "[16, 32]"], "img_size"),
+        (["--data.init_args.data", str(tmp_path / "missing.csv")], "missing.csv"),
+    ]
+    for extra, message in cases:
+        rc = vit3d(["fit", "-c", str(cfg), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, (extra, err)
+        assert message in err, (extra, err)
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+CONFIGS = sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_print_config_parses_every_yaml(config: Path, capsys: pytest.CaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    text = yaml.safe_load(config.read_text()) or {}
+    stack = [] if "data" in text else ["-c", "configs/demo_volumes.yaml"]  # partial files stack on a full one
+    assert vit3d(["fit", *stack, "-c", str(config), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["class_path"].startswith("pipelines.datamodules.")
+    assert printed["model"]["model"] is None or isinstance(printed["model"]["model"], str)
+
+
+def test_help_lists_the_lightning_subcommands(capsys: pytest.CaptureFixture) -> None:
+    assert vit3d(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fit", "validate", "test", "predict"):
+        assert name in out
+    with pytest.raises(SystemExit) as exit_:
+        from pipelines.train import main
+
+        sys.exit(main(["fit", "--help"]))
+    assert exit_.value.code == 0
