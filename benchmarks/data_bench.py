@@ -83,24 +83,24 @@ def bench_volumes(root: Path, num: int, shape: tuple[int, int, int], spacing: tu
 
 
 def write_720p(path: Path, seconds: float, fps: int = 30) -> Path:
-    """A 1280x720 H.264 file with moving content (a drifting gradient and moving discs), written with PyAV."""
+    """A 1280x720 H.264 file (keyframe every second) with moving content: a drifting pattern and moving discs."""
     from vit3d.data.synthetic import write_mp4
 
     h, w = 720, 1280
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 96 + 64 * np.sin(xx / 90.0) * np.cos(yy / 70.0)
+    pattern = np.stack([base, base * 0.8 + 30, 200 - base * 0.5], axis=-1).clip(0, 255).astype(np.uint8)
     n = int(seconds * fps)
     frames = np.empty((n, h, w, 3), dtype=np.uint8)
     rng = np.random.default_rng(0)
     centres, speeds = rng.uniform(0, [h, w], size=(6, 2)), rng.uniform(-12, 12, size=(6, 2))
+    disc = (np.mgrid[-60:61, -60:61] ** 2).sum(0) < 60 ** 2
     for t in range(n):
-        base = 96 + 64 * np.sin((xx + 4 * t) / 90.0) * np.cos((yy - 2 * t) / 70.0)
-        img = np.stack([base, base * 0.8 + 30, 200 - base * 0.5], axis=-1)
+        frames[t] = np.roll(pattern, (2 * t, 4 * t), axis=(0, 1))
         for (cy, cx), (vy, vx) in zip(centres, speeds, strict=True):
-            py, px = (cy + vy * t) % h, (cx + vx * t) % w
-            disc = (yy - py) ** 2 + (xx - px) ** 2 < 60 ** 2
-            img[disc] = (240, 60 + (t * 3) % 150, 40)
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return write_mp4(path, frames, fps=fps, crf=23)
+            py, px = int((cy + vy * t) % (h - 121)), int((cx + vx * t) % (w - 121))
+            frames[t, py:py + 121, px:px + 121][disc] = (240, 60 + (t * 3) % 150, 40)
+    return write_mp4(path, frames, fps=fps, crf=23, gop=fps)
 
 
 def bench_clips(root: Path, num: int, seconds: float) -> list[tuple]:
@@ -122,17 +122,21 @@ def bench_clips(root: Path, num: int, seconds: float) -> list[tuple]:
         dec = get_decoder(decoder)
         n_frames = dec.info(str(video)).num_frames
         starts = np.random.default_rng(0).integers(0, n_frames - 31, size=num)
-        with timer() as t:
-            for st in starts:
-                dec.frames(str(video), list(range(int(st), int(st) + 32, 2)))
-        rows.append((decoder, "decode only: 16 frames at stride 2, random start", "(16, 720, 1280, 3) uint8",
-                     t.rate(num)))
+        for size in (None, (140, 250)):
+            with timer() as t:
+                for st in starts:
+                    dec.frames(str(video), list(range(int(st), int(st) + 32, 2)), size)
+            shape = f"(16, {size[0]}, {size[1]}, 3)" if size else "(16, 720, 1280, 3)"
+            rows.append((decoder, "decode only: 16 frames at stride 2, random start", f"{shape} uint8", t.rate(num)))
         for train in (True, False):
-            ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=train,
-                                  fallback=False)
-            ds[0]
-            mode = "train: random clip, random short side + crop, flip" if train else "eval: middle clip, centre crop"
-            rows.append((decoder, mode, "16x112x112", _rate(ds)))
+            for decode_resize in (True, False):
+                ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=train,
+                                      fallback=False, decode_resize=decode_resize)
+                ds[0]
+                mode = ("train: random clip, random resize + crop, flip" if train else
+                        "eval: middle clip, resize, centre crop")
+                mode += ", FFmpeg scales while decoding" if decode_resize else ", full-size decode, torch resize"
+                rows.append((decoder, mode, "(3, 16, 112, 112) float32", _rate(ds)))
     return rows, desc
 
 

@@ -77,6 +77,16 @@ def _stratified_splits(labels: Sequence[int], val_fraction: float, test_fraction
     return splits.tolist()
 
 
+def _tilted_rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
+    """A rotation whose first column (a tube's axis) is within ``max_tilt`` radians of the z axis."""
+    tilt, azimuth = rng.uniform(0, max_tilt), rng.uniform(0, 2 * math.pi)
+    axis = np.array([math.cos(tilt), math.sin(tilt) * math.sin(azimuth), math.sin(tilt) * math.cos(azimuth)])
+    other = rng.normal(size=3)
+    other -= other.dot(axis) * axis
+    other /= np.linalg.norm(other)
+    return np.stack([axis, other, np.cross(axis, other)], axis=1)
+
+
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     """Uniform random 3x3 rotation (QR of a Gaussian matrix with the sign fixed)."""
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -97,19 +107,19 @@ def _lesion_params(shape: str, rng: np.random.Generator, scale: float = 1.0) -> 
 
 def _lesion_params_64(shape: str, rng: np.random.Generator) -> tuple[tuple[float, ...], float]:
     if shape == "sphere":
-        r = rng.uniform(6.0, 9.5)
+        r = rng.uniform(7.5, 10.5)
         return (r,), r
     if shape == "shell":
-        r, t = rng.uniform(8.0, 11.0), rng.uniform(1.6, 2.4)
+        r, t = rng.uniform(9.0, 12.0), rng.uniform(1.6, 2.4)
         return (r, t), r + t
     if shape == "tube":
-        r, h = rng.uniform(2.5, 3.8), rng.uniform(10.0, 15.0)
+        r, h = rng.uniform(2.2, 3.2), rng.uniform(15.0, 21.0)
         return (r, h), h + r
     if shape == "ring":
-        big, small = rng.uniform(7.0, 10.0), rng.uniform(2.3, 3.3)
+        big, small = rng.uniform(8.0, 11.0), rng.uniform(2.2, 3.0)
         return (big, small), big + small
     if shape == "cube":
-        half = rng.uniform(5.0, 7.5)
+        half = rng.uniform(6.0, 8.5)
         return (half,), half * math.sqrt(3.0)
     raise ValueError(f"unknown lesion shape {shape!r}; choose from {VOLUME_CLASSES}")
 
@@ -162,18 +172,21 @@ def _make_volume(label: str, shape: tuple[int, int, int], spacing: tuple[float, 
     vol[fat] = rng.uniform(-110.0, -80.0)
     vol += body * 15.0 * _smooth_field(shape, rng)
 
-    # lesion: random orientation, size and position fully inside the body
+    # lesion: random orientation (tubes run roughly along z, like vessels), size and position inside the body
     p = np.stack([z, y, x], axis=-1)
-    rot = _random_rotation(rng)
-    params, radius = _lesion_params(label, rng, scale=min(ext) / 64.0)
-    margin = radius + 2.0
-    lo_z, hi_z = margin, ext[0] - margin
-    cz = rng.uniform(lo_z, hi_z) if hi_z > lo_z else centre[0]
-    r_ell, theta = math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
-    cy = centre[1] + max(ay - margin - 3.5, 0.0) * r_ell * math.sin(theta)
-    cx = centre[2] + max(ax - margin - 3.5, 0.0) * r_ell * math.cos(theta)
-    local = (p - np.array([cz, cy, cx])) @ rot
-    sdf = _lesion_sdf(label, local, params)
+    rot = _tilted_rotation(rng, math.radians(35)) if label == "tube" else _random_rotation(rng)
+    params, _ = _lesion_params(label, rng, scale=min(ext) / 64.0)
+    inside = _lesion_sdf(label, (p - centre) @ rot, params) <= 0
+    pts = p[inside] - centre  # the lesion's voxels (mm) when centred; place it so that all stay inside
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    shift = np.zeros(3)
+    for _ in range(100):
+        cand = rng.uniform(-centre - lo + 1.0, centre - hi - 1.0)
+        q = pts + centre + cand
+        if np.all(((q[:, 1] - centre[1]) / (ay - 4.5)) ** 2 + ((q[:, 2] - centre[2]) / (ax - 4.5)) ** 2 <= 1.0):
+            shift = cand
+            break
+    sdf = _lesion_sdf(label, (p - centre - shift) @ rot, params)
     mask = sdf <= 0
     weight = 1.0 / (1.0 + np.exp(np.clip(sdf / 0.6, -30, 30)))  # partial-volume edge
     contrast = rng.uniform(90.0, 150.0)
@@ -251,8 +264,11 @@ def make_volume_dataset(root: str | Path, *, num_samples: int = 120, shape: Sequ
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, *, crf: int = 18, codec: str = "libx264",
-              pix_fmt: str = "yuv420p") -> Path:
-    """Write ``frames`` ``(T, H, W, 3)`` uint8 RGB as an H.264 mp4 with PyAV (even ``H`` and ``W`` for yuv420p)."""
+              pix_fmt: str = "yuv420p", gop: int | None = None) -> Path:
+    """Write ``frames`` ``(T, H, W, 3)`` uint8 RGB as an H.264 mp4 with PyAV (even ``H`` and ``W`` for yuv420p).
+
+    ``gop`` sets the keyframe interval in frames (x264's default is 250).
+    """
     from fractions import Fraction
 
     import av
@@ -264,7 +280,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, *, crf: int 
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+        stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency",
+                          **({"g": str(gop)} if gop else {})}
         for rgb in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
                 container.mux(packet)

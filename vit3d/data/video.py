@@ -14,6 +14,7 @@ averaged per video.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -68,7 +69,7 @@ class Decoder(Protocol):
 
     def info(self, path: str) -> VideoInfo: ...
 
-    def frames(self, path: str, indices: Sequence[int]) -> np.ndarray: ...
+    def frames(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray: ...
 
 
 class DecordDecoder:
@@ -81,10 +82,11 @@ class DecordDecoder:
 
         self.num_threads = num_threads
 
-    def _reader(self, path: str) -> Any:
+    def _reader(self, path: str, size: tuple[int, int] | None = None) -> Any:
         import decord
 
-        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.num_threads)
+        h, w = size or (-1, -1)
+        return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.num_threads, width=w, height=h)
 
     def info(self, path: str) -> VideoInfo:
         vr = self._reader(path)
@@ -92,9 +94,9 @@ class DecordDecoder:
         h, w = vr[0].shape[:2] if n else (0, 0)
         return VideoInfo(n, float(vr.get_avg_fps()), int(h), int(w))
 
-    def frames(self, path: str, indices: Sequence[int]) -> np.ndarray:
-        """``(T, H, W, 3)`` uint8 RGB frames at ``indices``."""
-        return self._reader(path).get_batch(list(map(int, indices))).asnumpy()
+    def frames(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        """``(T, H, W, 3)`` uint8 RGB frames at ``indices``, scaled by FFmpeg to ``size = (H, W)`` when given."""
+        return self._reader(path, size).get_batch(list(map(int, indices))).asnumpy()
 
 
 class PyAVDecoder:
@@ -124,8 +126,8 @@ class PyAVDecoder:
                 n = sum(1 for _ in container.decode(stream))
             return VideoInfo(n, fps, int(stream.codec_context.height), int(stream.codec_context.width))
 
-    def frames(self, path: str, indices: Sequence[int]) -> np.ndarray:
-        """``(T, H, W, 3)`` uint8 RGB frames at ``indices`` (any order, repeats allowed)."""
+    def frames(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        """``(T, H, W, 3)`` uint8 RGB frames at ``indices`` (any order, repeats allowed), scaled to ``size``."""
         import av
 
         wanted = sorted(set(int(i) for i in indices))
@@ -152,7 +154,8 @@ class PyAVDecoder:
                 if position > wanted[-1]:
                     break
                 if position in wanted:
-                    got[position] = frame.to_ndarray(format="rgb24")
+                    scale = {"height": size[0], "width": size[1]} if size else {}
+                    got[position] = frame.to_ndarray(format="rgb24", **scale)
                     if len(got) == len(wanted):
                         break
         missing = [i for i in wanted if i not in got]
@@ -333,6 +336,8 @@ class VideoClipDataset(Dataset):
         num_crops: 1 (centre crop) or 3 (three crops along the longer side) for multi-view testing.
         decoder: ``'decord'`` (default; PyAV when decord is missing) or ``'pyav'``, or a decoder object.
         fallback: retry a file with PyAV when decord fails on it.
+        decode_resize: let the decoder (FFmpeg) scale frames down to about the size the crops need, instead of
+            converting full-size frames (e.g. 720p) to RGB and resizing them afterwards.
         train: random clip, random short side and crop, horizontal flip (when ``flip``).
         flip: horizontal flips in training; turn off when left/right matters (e.g. motion direction).
         mean: per-channel mean of frames scaled to [0, 1].
@@ -361,6 +366,7 @@ class VideoClipDataset(Dataset):
         num_crops: Literal[1, 3] = 1,
         decoder: Literal["decord", "pyav"] | Decoder = "decord",
         fallback: bool = True,
+        decode_resize: bool = True,
         train: bool = False,
         flip: bool = True,
         mean: Sequence[float] = KINETICS_MEAN,
@@ -388,7 +394,7 @@ class VideoClipDataset(Dataset):
         self.short_side = short_side
         self.num_clips, self.num_crops = self.sampler.num_clips, num_crops
         self.decoder = get_decoder(decoder)
-        self.fallback = fallback
+        self.fallback, self.decode_resize = fallback, decode_resize
         self.train, self.flip, self.mean, self.std = train, flip, tuple(mean), tuple(std)
         self.on_short, self.on_error = on_short, on_error
 
@@ -489,6 +495,18 @@ class VideoClipDataset(Dataset):
         clips = [ClipIndices(np.clip(c.indices, first, last - 1), c.clip_index) for c in clips]
         return clips, info
 
+    def _decode_size(self, info: VideoInfo) -> tuple[int, int] | None:
+        """Frame size to decode at: the smallest the spatial transforms need (x1.25 for training), never larger
+        than the video; None for the native size."""
+        if not self.decode_resize or info.height <= 0 or info.width <= 0:
+            return None
+        (h, w), (th, tw) = (info.height, info.width), self._img_size
+        scale = max(th / h, tw / w, (self.short_side or 0) / min(h, w)) * (1.25 if self.train else 1.0)
+        if scale >= 0.9:  # little to gain
+            return None
+        even = lambda v, lo: max(lo, 2 * int(math.ceil(v / 2)))  # noqa: E731 - chroma-subsampled sizes
+        return even(h * scale, th), even(w * scale, tw)
+
     def _spatial(self, clip: torch.Tensor, crop_index: int) -> torch.Tensor:
         """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32, resized, cropped, flipped and normalised."""
         x = clip.permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, H, W)
@@ -524,9 +542,10 @@ class VideoClipDataset(Dataset):
                 frames = self._last[1]
             else:
                 seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())  # torch's RNG: seeded per worker
-                clips, _ = self._clips(row, path, np.random.default_rng(seed))
+                clips, info = self._clips(row, path, np.random.default_rng(seed))
                 indices = clips[clip_index].indices
-                frames = torch.from_numpy(np.ascontiguousarray(self._decode("frames", path, indices)))
+                frames = self._decode("frames", path, indices, self._decode_size(info))
+                frames = torch.from_numpy(np.ascontiguousarray(frames))
                 if frames.ndim != 4 or frames.shape[0] != len(indices):
                     raise SampleError(path, f"decoder returned frames of shape {tuple(frames.shape)}, "
                                             f"expected ({len(indices)}, H, W, 3)")
