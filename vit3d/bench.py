@@ -84,12 +84,13 @@ def _sync(device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------------------------------- FLOPs
 def vit_flops(*, batch: int, num_patches: int, patch_dim: int, embed_dim: int, depth: int, mlp_hidden: int,
-              num_classes: int, prefix_tokens: int = 1, qk_dim: int | None = None, train: bool = True) -> int:
+              num_classes: int, prefix_tokens: int = 1, qk_dim: int | None = None, kept_patches: int | None = None,
+              train: bool = True) -> int:
     """Matmul FLOPs of one ViT step on ``batch`` samples (2 per multiply-add).
 
     Args:
         batch: samples.
-        num_patches: patch tokens per sample after any token dropping.
+        num_patches: patch tokens per sample (all of them are embedded).
         patch_dim: values per patch (``in_chans * prod(patch_size)``).
         embed_dim: token width ``D``.
         depth: blocks.
@@ -97,10 +98,11 @@ def vit_flops(*, batch: int, num_patches: int, patch_dim: int, embed_dim: int, d
         num_classes: head outputs (0 for none).
         prefix_tokens: class/register tokens that join the blocks.
         qk_dim: total width of q, k and v (``heads * head_dim``); ``embed_dim`` when ``None``.
+        kept_patches: patch tokens that enter the blocks after token dropping; ``num_patches`` when ``None``.
         train: forward plus backward (3x the blocks and head, 2x the patch embedding, whose input needs no
             gradient) instead of forward only.
     """
-    n = num_patches + prefix_tokens
+    n = (num_patches if kept_patches is None else kept_patches) + prefix_tokens
     inner = qk_dim or embed_dim
     patch = 2 * num_patches * patch_dim * embed_dim
     block = (2 * n * embed_dim * 3 * inner          # qkv
@@ -116,14 +118,14 @@ def model_flops(model: nn.Module, batch: int, *, spatial: Sequence[int] | None =
     """:func:`vit_flops` for a vit3d ``VisionTransformer`` (with its ``patch_drop_rate`` applied when training)."""
     pe = model.patch_embed
     grid = pe.grid_for(spatial) if spatial is not None else pe.grid_size
-    patches = math.prod(grid)
+    patches = kept = math.prod(grid)
     if train and getattr(model, "patch_drop_rate", 0.0):
-        patches = max(1, int(patches * (1.0 - model.patch_drop_rate)))
+        kept = max(1, int(patches * (1.0 - model.patch_drop_rate)))
     blk = model.blocks[0]
     return vit_flops(batch=batch, num_patches=patches, patch_dim=pe.in_chans * math.prod(pe.patch_size),
                      embed_dim=model.embed_dim, depth=len(model.blocks), mlp_hidden=blk.mlp.fc1.out_features,
                      num_classes=model.num_classes, prefix_tokens=model.num_prefix_tokens,
-                     qk_dim=blk.attn.qkv.out_features // 3, train=train)
+                     qk_dim=blk.attn.qkv.out_features // 3, kept_patches=kept, train=train)
 
 
 def count_flops(fn: Callable[[], torch.Tensor], *, backward: bool = True) -> int:

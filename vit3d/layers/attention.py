@@ -22,7 +22,7 @@ from torch import nn
 # tokens. In fp32, and without gradients in either dtype, SDPA was as fast or faster at every length. Above
 # this length the explicit path's saved (B, heads, N, N) probabilities cost more memory than its time saves
 # (1,569 tokens: +59 MB per layer at batch 2), so SDPA keeps long sequences. Re-measure with
-# `python benchmarks/paths.py` before changing it.
+# `python benchmarks/levers.py --cpu-time` before changing it.
 CPU_BF16_EXPLICIT_MAX_TOKENS = 1024
 
 

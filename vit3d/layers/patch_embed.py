@@ -48,7 +48,7 @@ class PatchEmbed(nn.Module):
         self.img_size = to_ntuple(img_size, n, "img_size")
         self.patch_size = to_ntuple(patch_size, n, "patch_size")
         check_divisible(self.img_size, self.patch_size)
-        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size, strict=True))
         self.num_patches = math.prod(self.grid_size)
         self.in_chans = in_chans
         self.dynamic_img_size = dynamic_img_size
@@ -62,7 +62,7 @@ class PatchEmbed(nn.Module):
                 raise ValueError(f"input spatial size {spatial} differs from img_size {self.img_size}; resize the "
                                  "input or build the model with dynamic_img_size=True")
             check_divisible(spatial, self.patch_size, "input size")
-        return tuple(s // p for s, p in zip(spatial, self.patch_size))
+        return tuple(s // p for s, p in zip(spatial, self.patch_size, strict=True))
 
     def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
         """Validate rank and channels of ``x``; return its token grid."""
@@ -95,7 +95,7 @@ def patchify(x: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
     """
     B, C, *spatial = x.shape
     n = len(spatial)
-    grid = [s // p for s, p in zip(spatial, patch_size)]
-    x = x.reshape(B, C, *[v for g, p in zip(grid, patch_size) for v in (g, p)])
+    grid = [s // p for s, p in zip(spatial, patch_size, strict=True)]
+    x = x.reshape(B, C, *[v for g, p in zip(grid, patch_size, strict=True) for v in (g, p)])
     x = x.permute(0, *range(2, 2 + 2 * n, 2), 1, *range(3, 3 + 2 * n, 2))
     return x.reshape(B, math.prod(grid), C * math.prod(patch_size))
