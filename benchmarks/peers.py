@@ -186,6 +186,74 @@ def to_markdown(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
     return "\n".join(out)
 
 
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "monai", "transformers", "einops", "vit-pytorch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "module file " + os.environ["VIT_PYTORCH_FILE"] if dist == "vit-pytorch" and os.environ.get(
+                "VIT_PYTORCH_FILE") else "not installed"
+    return out
+
+
+def _check(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def summarize(out_dir: Path) -> str:
+    """All tables of a ``run_all.sh`` run in ``out_dir``, and which targets of the performance issue are met."""
+    peers = json.loads((out_dir / "peers.json").read_text())
+    bench = [json.loads(ln) for ln in (out_dir / "bench.jsonl").read_text().splitlines() if ln.strip()]
+    levers = json.loads((out_dir / "levers.json").read_text())
+    m = peers["machine"]
+    lines = [f"Machine: {m.get('cpu', m.get('gpu'))}, {m['threads']} threads, device `{m['device']}`, "
+             f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
+             "Command: `benchmarks/run_all.sh` (each model in its own process; step = forward + cross-entropy + "
+             "backward + AdamW, median of the timed steps).", ""]
+    lines += ["### `vit3d bench` (vit_small_patch16_3d at the preset's depth; peak measured in the same run)", "",
+              "| preset | precision | compile | step (s) | samples/s | GFLOP/s | matmul peak GFLOP/s | % of peak | "
+              "peak memory (MiB) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in bench:
+        lines.append(f"| {r['preset']} | {r['precision']} | {r['compile']} | {r['median_step_s']:.3f} | "
+                     f"{r['samples_per_s']:.1f} | {r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | "
+                     f"{100 * r['peak_fraction']:.0f}% | {r['peak_memory_mib']:.0f} |")
+    lines += ["", "### Peers (same width, depth, heads, MLP, tubelet, input and batch)", "",
+              (out_dir / "peers.md").read_text(), "### Levers", "", (out_dir / "levers.md").read_text(),
+              "### Targets (CPU, this machine)", ""]
+    rows = [r for r in peers["results"] if "skipped" not in r]
+    for preset in PRESETS:
+        for precision in ("32", "bf16-mixed"):
+            group = [r for r in rows if r["preset"] == preset and r["precision"] == precision]
+            ours = next((r for r in group if r["model"] == "vit3d"), None)
+            others = [r for r in group if r["model"] != "vit3d"]
+            if not ours or not others:
+                continue
+            best = min(others, key=lambda r: r["median_step_s"])
+            lines.append(f"- {preset}/{precision} step time: vit3d {ours['median_step_s']:.3f} s vs best peer "
+                         f"{best['model']} {best['median_step_s']:.3f} s "
+                         f"({ours['median_step_s'] / best['median_step_s']:.2f}x): "
+                         f"{_check(ours['median_step_s'] <= best['median_step_s'])}")
+            if preset == "long":
+                low = min(others, key=lambda r: r["peak_memory_mib"])
+                ratio = ours["peak_memory_mib"] / low["peak_memory_mib"]
+                lines.append(f"- long/{precision} peak memory: vit3d {ours['peak_memory_mib']:.0f} MiB vs lowest peer "
+                             f"{low['model']} {low['peak_memory_mib']:.0f} MiB ({ratio:.2f}x, target <= 0.80x): "
+                             f"{_check(ratio <= 0.8)}")
+    for r in bench:
+        if r["preset"] == "small" and r["precision"] == "bf16-mixed":
+            lines.append(f"- small/bf16 fraction of the bf16 matmul peak (compile={r['compile']}): "
+                         f"{100 * r['peak_fraction']:.0f}% (target >= 70%): {_check(r['peak_fraction'] >= 0.7)}")
+    for r in levers.get("checkpointing", []):
+        lines.append(f"- activation checkpointing, {r['precision']}: max batch at fixed memory {r['max_batch_ratio']}x "
+                     f"(target >= 2x): {_check(r['max_batch_ratio'] >= 2)}; step time {r['time_ratio']}x")
+    lines.append("- GPU targets (ViT-B/16, 16x224x224, bf16: >= 60% of matmul peak, >= 1.2x best peer, with and "
+                 "without torch.compile): not measured (no GPU on this machine)")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", nargs="+", default=list(PRESETS), choices=list(PRESETS))
@@ -197,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vit-pytorch-file", default=None, help="path to vit_pytorch/vit_3d.py")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    parser.add_argument("--summarize", type=Path, default=None, metavar="DIR",
+                        help="print the summary of a run_all.sh output folder and exit")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize), end="")
+        return 0
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.preset[0], args.precision[0], args.steps, args.warmup,
