@@ -154,6 +154,9 @@ class ConvTokenizer(nn.Module):
 class CCT(nn.Module):
     """Compact Convolutional Transformer for 2D images and 3D volumes or clips.
 
+    The defaults build the paper's ImageNet model, CCT-14/7x2 at 224x224; the registered ``cct_*`` presets hold
+    the other sizes and tokenizers.
+
     Args:
         img_size: input size per spatial axis; the token grid follows from the tokenizer (``grid_size``).
         in_chans: input channels.
