@@ -8,17 +8,19 @@ and per wall-clock second (lower when other jobs share the cores).
 - Volumes: synthetic CT-like NIfTI files (``vit3d.data.synthetic``), CT preset with the MONAI backend (and
   TorchIO for comparison): eval preprocessing and training augmentation, without cache (every epoch reads
   and preprocesses), with the memory cache (the deterministic stage runs once) and with the disk cache.
-- Clips: a 720p (1280x720) H.264 file written with PyAV (30 fps, ``--seconds`` long, moving content), read as
-  16x112x112 clips at stride 2 by ``VideoClipDataset`` with decord and with PyAV on the same file.
+- Clips: a 720p (1280x720) H.264 file written with PyAV (30 fps, keyframe every second, ``--seconds`` long,
+  moving content), copied ``--clips`` times, read as 16x112x112 clips at stride 2 by ``VideoClipDataset``
+  with decord and with PyAV on the same files, with FFmpeg scaling frames while decoding and without.
 
 Usage:
-    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--clips 24] [--seconds 6]
+    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +75,7 @@ def bench_volumes(root: Path, num: int, shape: tuple[int, int, int], spacing: tu
             rows.append((backend, "train" if train else "eval", "none", "every epoch", _rate(ds)))
     with timer() as t:
         ds = VolumeDataset(csv, train=True, cache="memory", cache_num_workers=1, **kw)  # fills the cache
-    rows.append(("monai", "train", "memory", "first epoch (fills cache)", t.rate(num)))
+    rows.append(("monai", "train", "memory", "building the dataset (fills the cache, no augmentation)", t.rate(num)))
     rows.append(("monai", "train", "memory", "cached epoch", _rate(ds)))
     with tempfile.TemporaryDirectory() as cache_dir:
         ds = VolumeDataset(csv, train=True, cache="disk", cache_dir=cache_dir, **kw)
@@ -116,7 +118,11 @@ def bench_clips(root: Path, num: int, seconds: float) -> list[tuple]:
         s = c.streams.video[0]
         desc = f"{s.codec_context.width}x{s.codec_context.height} {s.codec_context.name} {float(s.average_rate):g} fps, " \
                f"{s.frames} frames, {video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s"
-    data = [{"path": str(video), "label": "a"}] * num
+    copies = []  # distinct files, so that no decoded clip is reused between rows
+    for i in range(num):
+        copies.append(root / f"720p_{i:03d}.mp4")
+        shutil.copyfile(video, copies[-1])
+    data = [{"path": str(c), "label": "a"} for c in copies]
     rows = []
     for decoder in ("decord", "pyav"):
         dec = get_decoder(decoder)
@@ -146,9 +152,9 @@ HEAD_VOL = ("| backend | mode | cache | epoch | volumes/s per worker (CPU time) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--volumes", type=int, default=120, help="number of 32x64x64 volumes")
+    parser.add_argument("--volumes", type=int, default=120, help="number of 32x64x64 volumes (0 to skip)")
     parser.add_argument("--big", type=int, default=16, help="number of 80x192x192 volumes (0 to skip)")
-    parser.add_argument("--clips", type=int, default=24, help="clips per decoder and mode")
+    parser.add_argument("--clips", type=int, default=24, help="clips per decoder and mode (0 to skip)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the 720p video")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -156,16 +162,20 @@ def main() -> None:
           "1 decoder thread")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        print(f"\n### Volumes: {args.volumes} synthetic CT volumes 32x64x64 (2x1x1 mm), CT preset -> (1, 32, 64, 64)\n")
-        print(HEAD_VOL)
-        for r in bench_volumes(root, args.volumes, (32, 64, 64), (2.0, 1.0, 1.0), (32, 64, 64), None):
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
+        if args.volumes:
+            print(f"\n### Volumes: {args.volumes} synthetic CT volumes 32x64x64 (2x1x1 mm), CT preset -> "
+                  "(1, 32, 64, 64)\n")
+            print(HEAD_VOL)
+            for r in bench_volumes(root, args.volumes, (32, 64, 64), (2.0, 1.0, 1.0), (32, 64, 64), None):
+                print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
         if args.big:
             print(f"\n### Volumes: {args.big} synthetic CT volumes 80x192x192 (2.5x0.8x0.8 mm), CT preset, "
                   "resampled to 2.5x1.6x1.6 mm and cropped to (1, 80, 96, 96)\n")
             print(HEAD_VOL)
             for r in bench_volumes(root, args.big, (80, 192, 192), (2.5, 0.8, 0.8), (80, 96, 96), (2.5, 1.6, 1.6)):
                 print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
+        if not args.clips:
+            return
         rows, desc = bench_clips(root, args.clips, args.seconds)
         print(f"\n### Clips: 16x112x112 at stride 2 from one 720p H.264 file ({desc})\n")
         print("| decoder | what | output | clips/s per worker (CPU time) | clips/s (wall clock) |\n"

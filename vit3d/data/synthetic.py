@@ -26,7 +26,7 @@ from vit3d.layers.helpers import to_ntuple
 
 __all__ = ["CLIP_CLASSES", "VOLUME_CLASSES", "make_clip_dataset", "make_volume_dataset", "write_mp4"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 VOLUME_CLASSES = ("sphere", "tube", "ring", "cube", "shell")
 CLIP_CLASSES = ("right", "left", "down", "up", "down_right", "up_left", "down_left", "up_right")
 _DIRECTIONS = {  # (dy, dx) unit vectors in image rows/cols
@@ -107,13 +107,13 @@ def _lesion_params(shape: str, rng: np.random.Generator, scale: float = 1.0) -> 
 
 def _lesion_params_64(shape: str, rng: np.random.Generator) -> tuple[tuple[float, ...], float]:
     if shape == "sphere":
-        r = rng.uniform(7.5, 10.5)
+        r = rng.uniform(8.0, 11.5)
         return (r,), r
     if shape == "shell":
         r, t = rng.uniform(9.0, 12.0), rng.uniform(1.6, 2.4)
         return (r, t), r + t
     if shape == "tube":
-        r, h = rng.uniform(2.2, 3.2), rng.uniform(15.0, 21.0)
+        r, h = rng.uniform(2.5, 3.5), rng.uniform(15.0, 21.0)
         return (r, h), h + r
     if shape == "ring":
         big, small = rng.uniform(8.0, 11.0), rng.uniform(2.2, 3.0)
@@ -189,9 +189,9 @@ def _make_volume(label: str, shape: tuple[int, int, int], spacing: tuple[float, 
     sdf = _lesion_sdf(label, (p - centre - shift) @ rot, params)
     mask = sdf <= 0
     weight = 1.0 / (1.0 + np.exp(np.clip(sdf / 0.6, -30, 30)))  # partial-volume edge
-    contrast = rng.uniform(90.0, 150.0)
+    contrast = rng.uniform(160.0, 240.0)  # contrast-enhancing lesion: ~200-280 HU
     vol += (weight * contrast).astype(np.float32)
-    vol += rng.normal(0.0, rng.uniform(12.0, 22.0), size=shape).astype(np.float32)
+    vol += rng.normal(0.0, rng.uniform(10.0, 20.0), size=shape).astype(np.float32)
     return np.clip(np.round(vol), -1024, 3071).astype(np.int16), mask.astype(np.uint8)
 
 
