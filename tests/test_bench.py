@@ -104,7 +104,9 @@ def test_bench_cli_writes_json(tmp_path, capsys):
                      "--depth", "1", "--batch", "2", "--steps", "1", "--precision", "bf16", "--no-peak",
                      "--grad-checkpointing", "--out", str(out)])
     assert rc == 0
+    assert "NaN" not in out.read_text()  # strict JSON: the skipped peak is null
     data = json.loads(out.read_text())
+    assert data["matmul_peak_flops"] is None
     assert json.loads(capsys.readouterr().out) == data
     assert data["precision"] == "bf16-mixed" and data["batch"] == 2 and data["options"]["grad_checkpointing"]
     assert data["peak_memory_bytes"] > 0 and data["median_step_s"] > 0

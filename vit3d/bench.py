@@ -305,7 +305,8 @@ class BenchResult:
         out["peak_memory_mib"] = round(self.peak_memory_bytes / 2 ** 20, 1)
         out["achieved_gflops"] = round(self.achieved_flops / 1e9, 1)
         out["matmul_peak_gflops"] = round(self.matmul_peak_flops / 1e9, 1)
-        return out
+        # strict JSON has no NaN: a peak that was not measured is null
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
 def benchmark_model(model: nn.Module | Callable[[], nn.Module], *, batch: int, precision: str = "32",
