@@ -45,7 +45,7 @@ bench() {  # preset precision extra-args...
 for preset in small long; do
   for precision in 32 bf16-mixed; do bench "$preset" "$precision"; done
 done
-if [ "$COMPILE" = 1 ]; then bench small bf16-mixed --compile; bench small 32 --compile; fi
+if [ "$COMPILE" = 1 ]; then bench small bf16-mixed --compile; fi
 
 echo "== peers: vit3d, vit-pytorch, MONAI (SDPA off/on), HF VideoMAE, each in its own process" >&2
 "$PY" benchmarks/peers.py --preset small long --precision 32 bf16-mixed --steps "$STEPS" \
