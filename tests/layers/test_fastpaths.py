@@ -23,7 +23,7 @@ def _conv_tokens(pe: PatchEmbed, x: torch.Tensor) -> torch.Tensor:
 def test_patchify_linear_equals_conv_forward_and_grads(dims, img, patch):
     pe = PatchEmbed(img, patch, in_chans=2, embed_dim=8, spatial_dims=dims)
     x = torch.randn(3, 2, *pe.img_size, requires_grad=True)
-    out = pe(x)
+    out = F.linear(patchify(x, pe.patch_size), pe.proj.weight.flatten(1), pe.proj.bias)
     g = torch.randn_like(out)
     grads = torch.autograd.grad(out, (x, pe.proj.weight, pe.proj.bias), g)
     ref = _conv_tokens(pe, x)
@@ -42,14 +42,19 @@ def test_patchify_orders_values_like_a_conv_weight():
     torch.testing.assert_close(p[0, 1], x[0, :, 0:2, 3:6].reshape(-1))
 
 
-def test_patch_embed_bf16_autocast_matches_conv():
-    pe = PatchEmbed((4, 32, 32), (2, 16, 16), in_chans=3, embed_dim=16)
-    x = torch.randn(2, 3, 4, 32, 32)
+@pytest.mark.parametrize("dims,img,patch", GEOMETRIES)
+def test_patch_embed_bf16_fast_path_matches_conv(dims, img, patch):
+    """Under CPU bf16 (autocast or bf16 weights) PatchEmbed takes patchify + linear; it must equal the conv."""
+    pe = PatchEmbed(img, patch, in_chans=2, embed_dim=16, spatial_dims=dims)
+    x = torch.randn(2, 2, *pe.img_size)
+    ref = _conv_tokens(pe, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = pe(x)
-        ref = _conv_tokens(pe, x)
-    assert out.dtype == ref.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=3e-2)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    pe_bf16 = pe.to(torch.bfloat16)
+    out = pe_bf16(x.bfloat16())
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
 
 
 def test_path_selection():

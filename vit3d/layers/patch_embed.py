@@ -1,11 +1,13 @@
 """Patch (and tubelet) embedding for any number of spatial dims: a ConvNd with kernel = stride = patch.
 
 The parameters are those of the ConvNd (``proj.weight`` ``(D, C, *patch)``, ``proj.bias``), so checkpoints and
-inflation see a convolution. On CPU the same map is computed as a "patchify" reshape and one ``F.linear`` with
-``weight.flatten(1)``, which equals the convolution (kernel = stride means no patch overlaps) and was measured
-faster: forward + backward of a 2x16x16 tubelet embedding to 384 wide, one thread, 2-core AMD EPYC, torch 2.13:
-fp32 63 vs 75 ms (batch 4, 16x112x112) and 101 vs 109 ms (batch 2, 16x224x224); bf16 autocast 33 vs 46 ms and
-47 vs 61 ms. Other devices keep the convolution (cuDNN) until measured there.
+inflation see a convolution. On CPU in bf16 the same map is computed as a "patchify" reshape and one
+``F.linear`` with ``weight.flatten(1)``, which equals the convolution (kernel = stride means no patch overlaps) and
+was measured faster: forward + backward of a 2x16x16 tubelet embedding to 384 wide, one thread, 2-core AMD EPYC,
+torch 2.13, bf16 autocast: 24-33 vs 32-46 ms (batch 4, 16x112x112) and 46-49 vs 58-61 ms (batch 2, 16x224x224).
+In fp32 the two tied within noise (44-63 vs 44-75 ms, 89-101 vs 98-109 ms), and the linear path saves its own
+permuted fp32 copy of the input for the weight gradient where the convolution saves the input itself (+19 MB
+at batch 2 of 3x16x224x224), so fp32 keeps the convolution. Other devices keep it too (cuDNN) until measured there.
 """
 
 from __future__ import annotations
@@ -75,10 +77,11 @@ class PatchEmbed(nn.Module):
         return self.grid_for(x.shape[2:])
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens ``(B, N, D)`` of an input already validated by :meth:`check_input` (patchify + linear on CPU)."""
-        if x.device.type != "cpu":
+        """Tokens ``(B, N, D)`` of an input already validated by :meth:`check_input` (patchify + linear on CPU bf16)."""
+        autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if x.device.type != "cpu" or not (autocast or x.dtype == torch.bfloat16):
             return self.proj(x).flatten(2).transpose(1, 2)
-        if torch.is_autocast_enabled("cpu"):
+        if autocast:
             x = x.to(torch.get_autocast_dtype("cpu"))  # cast before the permuting copy: half the bytes to move
         return F.linear(patchify(x, self.patch_size), self.proj.weight.flatten(1), self.proj.bias)
 
