@@ -85,7 +85,7 @@ def original_grid(image: Any, input_path: str | Path | None) -> tuple[np.ndarray
 def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: str, classes: Sequence[str], out_dir: str | Path,
                    stem: str, method: str = "rollout", input_path: str | Path | None = None,
                    clip_format: str = "gif", num_slices: int = 12, alpha: float = 0.6, cmap: str = "jet",
-                   mask: torch.Tensor | None = None, fps: float = 8.0, floor: float = 0.5) -> ExplainResult:
+                   mask: torch.Tensor | None = None, fps: float = 8.0, floor: float = 0.9) -> ExplainResult:
     """Explain one preprocessed sample and write the overlays.
 
     Args:
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-format", default="gif", choices=("gif", "mp4"), help="animation format for clips")
     p.add_argument("--slices", type=int, default=12, help="slices (frames) in the PNG montage")
     p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity at the map's maximum")
-    p.add_argument("--floor", type=float, default=0.5,
+    p.add_argument("--floor", type=float, default=0.9,
                    help="quantile of the map below which the PNG/GIF overlays draw nothing (0 = plain min-max)")
     p.add_argument("--cmap", default="jet", help="matplotlib colormap of the overlay (jet, inferno, ...)")
     p.add_argument("--mask", default=None, help="a mask on the input volume's grid (e.g. a lesion segmentation) to "

@@ -195,7 +195,7 @@ def _slice_indices(n: int, num_slices: int, peak: int) -> list[int]:
 
 def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_slices: int = 12, cols: int = 6,
                  cmap: str = "jet", alpha: float = 0.6, mask: ArrayLike | None = None, title: str | None = None,
-                 axis_name: str = "slice", floor: float = 0.5) -> Path:
+                 axis_name: str = "slice", floor: float = 0.9) -> Path:
     """PNG montage of slices along the first axis with the map overlaid (the map's peak slice is always shown).
 
     Args:
@@ -276,7 +276,7 @@ def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha:
 
 
 def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, fps: float = 8.0, cmap: str = "jet",
-                      alpha: float = 0.6, min_size: int = 256, floor: float = 0.5) -> Path:
+                      alpha: float = 0.6, min_size: int = 256, floor: float = 0.9) -> Path:
     """Animated GIF (``.gif``) or H.264 mp4 (``.mp4``) of a clip with the map overlaid, one frame per time step.
 
     Small frames are enlarged (nearest neighbour, integer factor) until the shorter side reaches ``min_size``.
