@@ -177,8 +177,10 @@ def _mask_in_model_space(path: str | Path, image: Any) -> torch.Tensor:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vit3d explain", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="vit3d explain",
+                                description="Where did a trained model look in one volume or clip: attention maps "
+                                            "(rollout or last layer) written as a NIfTI overlay on the input's grid, "
+                                            "a PNG montage and, for clips, a GIF/mp4.")
     p.add_argument("--ckpt", required=True, help="checkpoint written by `vit3d fit` (or `make demo`)")
     p.add_argument("--input", required=True, help="a volume (NIfTI, NRRD, MHA, DICOM folder) or a clip (mp4, ...)")
     p.add_argument("--out", required=True, help="output folder")
