@@ -212,7 +212,9 @@ def summarize(out_dir: Path) -> str:
     lines = [f"Machine: {m.get('cpu', m.get('gpu'))}, {m['threads']} threads, device `{m['device']}`, "
              f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
              "Command: `benchmarks/run_all.sh` (each model in its own process; step = forward + cross-entropy + "
-             "backward + AdamW, median of the timed steps).", ""]
+             "backward + fused AdamW, median of the timed steps). 1-minute load average when the peers ran: "
+             + ", ".join(sorted({str(r.get("machine", {}).get("load_avg_1m", "?")) for r in peers["results"]})) + ".",
+             ""]
     lines += ["### `vit3d bench` (vit_small_patch16_3d at the preset's depth; peak measured in the same run)", "",
               "| preset | precision | compile | step (s) | samples/s | GFLOP/s | matmul peak GFLOP/s | % of peak | "
               "peak memory (MiB) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import re
 import statistics
@@ -266,6 +267,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     device = torch.device(device)
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads()}
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine distorts step times
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
