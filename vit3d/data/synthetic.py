@@ -107,7 +107,7 @@ def _lesion_params(shape: str, rng: np.random.Generator, scale: float = 1.0) -> 
 
 def _lesion_params_64(shape: str, rng: np.random.Generator) -> tuple[tuple[float, ...], float]:
     if shape == "sphere":
-        r = rng.uniform(8.0, 11.5)
+        r = rng.uniform(10.0, 13.0)
         return (r,), r
     if shape == "shell":
         r, t = rng.uniform(9.0, 12.0), rng.uniform(1.6, 2.4)
