@@ -105,12 +105,14 @@ def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None
 
 
 def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
-               vit_pytorch_file: str | None) -> dict[str, Any]:
+               vit_pytorch_file: str | None, cpu_time: bool = False) -> dict[str, Any]:
     """Benchmark one peer in this process and return its result as a dict."""
     import torch
 
     from vit3d.bench import benchmark_model, vit_flops
 
+    if cpu_time:
+        torch.set_num_threads(1)
     p = PRESETS[preset]
     torch.manual_seed(0)
     patches = (p["frames"] // p["tubelet"]) * (p["size"] // p["patch"]) ** 2
@@ -127,15 +129,17 @@ def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
     result = benchmark_model(factory, batch=p["batch"], precision=precision,
                              input_shape=(3, (p["frames"], p["size"], p["size"])), steps=steps, warmup=warmup,
                              num_classes=NUM_CLASSES, flops=flops, name=peer, measure_peak=False,
-                             forward=lambda m, x: (holder["forward"] or (lambda mm, xx: mm(xx)))(m, x))
+                             forward=lambda m, x: (holder["forward"] or (lambda mm, xx: mm(xx)))(m, x),
+                             clock=time.process_time if cpu_time else time.perf_counter)
     out = result.to_dict()
     out["preset"] = preset
+    out["clock"] = "CPU seconds, 1 thread" if cpu_time else "wall seconds"
     return out
 
 
 def _run_one(args: argparse.Namespace, peer: str, preset: str, precision: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", peer, "--preset", preset, "--precision", precision,
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--cpu-time"] if args.cpu_time else [])
     if args.vit_pytorch_file:
         cmd += ["--vit-pytorch-file", args.vit_pytorch_file]
     t0 = time.perf_counter()
@@ -166,9 +170,10 @@ def to_markdown(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
         ref = next((r for r in group if r["model"] == "vit3d" and "skipped" not in r), None)
         p = PRESETS[preset]
         peak = peaks.get(precision, float("nan"))
+        clock = next((r["clock"] for r in group if "clock" in r), "wall seconds")
         out.append(f"**{preset}** ({p['frames']}x{p['size']}x{p['size']}, tubelet {p['tubelet']}x{p['patch']}x"
                    f"{p['patch']}, width {p['dim']}, {p['depth']} layers, {p['heads']} heads, batch {p['batch']}), "
-                   f"precision `{precision}`, matmul peak {peak / 1e9:.0f} GFLOP/s\n")
+                   f"precision `{precision}`, matmul peak {peak / 1e9:.0f} GFLOP/s; step in {clock}\n")
         out.append("| model | step (s) | samples/s | GFLOP/s | % of peak | peak memory (MiB) | step / vit3d | "
                    "memory / vit3d |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, CPU seconds per step: a ranking that survives other load on the machine")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per peer process")
     parser.add_argument("--vit-pytorch-file", default=None, help="path to vit_pytorch/vit_3d.py")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.preset[0], args.precision[0], args.steps, args.warmup,
-                                    args.vit_pytorch_file)))
+                                    args.vit_pytorch_file, args.cpu_time)))
         return 0
 
     rows = []
@@ -288,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 shown = row.get("skipped") or f"{row['median_step_s']:.3f} s, {row['peak_memory_mib']:.0f} MiB"
                 print(f"{preset:6s} {precision:10s} {peer:12s} {shown}", file=sys.stderr, flush=True)
+    if args.cpu_time:
+        import torch
+
+        torch.set_num_threads(1)  # the peak on the same single thread as the steps
     peaks = {precision: _peak(precision) for precision in args.precision}
     from vit3d.bench import machine_info
 

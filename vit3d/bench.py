@@ -229,7 +229,8 @@ def make_optimizer(params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
 
 def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "32", steps: int = 6,
                      warmup: int = 2, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                     optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+                     optimizer: torch.optim.Optimizer | None = None,
+                     clock: Callable[[], float] = time.perf_counter) -> list[float]:
     """Seconds of each of ``steps`` training steps (forward, cross-entropy, backward, AdamW) after ``warmup``.
 
     Args:
@@ -241,6 +242,8 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prec
         warmup: untimed steps first (compilation, allocator and kernel warm-up).
         forward: ``forward(model, x) -> logits``; ``model(x)`` when ``None`` (peers with other input layouts).
         optimizer: defaults to :func:`make_optimizer` over ``model.parameters()``.
+        clock: seconds source; ``time.process_time`` with one thread gives CPU seconds, which other processes
+            on the machine distort far less than wall-clock seconds.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps ({steps}) must be >= 1 and warmup ({warmup}) >= 0")
@@ -249,7 +252,7 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prec
     times = []
     for i in range(warmup + steps):
         _sync(x.device)
-        t0 = time.perf_counter()
+        t0 = clock()
         with autocast(x.device, precision):
             logits = forward(model, x)
         loss = F.cross_entropy(logits.float(), y)
@@ -258,7 +261,7 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prec
         opt.zero_grad(set_to_none=True)
         _sync(x.device)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     return times
 
 
@@ -317,7 +320,8 @@ def benchmark_model(model: nn.Module | Callable[[], nn.Module], *, batch: int, p
                     compile: bool = False, device: torch.device | str = "cpu", num_classes: int | None = None,
                     flops: int | None = None, name: str | None = None, measure_peak: bool = True,
                     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                    options: dict[str, Any] | None = None) -> BenchResult:
+                    options: dict[str, Any] | None = None,
+                    clock: Callable[[], float] = time.perf_counter) -> BenchResult:
     """Time training steps of ``model`` on a random batch; count FLOPs; measure the matmul peak and memory.
 
     Args:
@@ -334,6 +338,7 @@ def benchmark_model(model: nn.Module | Callable[[], nn.Module], *, batch: int, p
         measure_peak: also measure :func:`matmul_peak` (after the timed steps, so it cannot raise their memory).
         forward: ``forward(model, x) -> logits`` for models that take another input layout.
         options: extra settings to record in the result.
+        clock: seconds source for the timed steps (see :func:`time_train_steps`).
     """
     precision = _precision(precision)
     device = torch.device(device)
@@ -351,7 +356,7 @@ def benchmark_model(model: nn.Module | Callable[[], nn.Module], *, batch: int, p
         # Two steps: the first creates the optimiser state, the second is the steady state with it alive.
         time_train_steps(run, x, y, precision=precision, steps=2, warmup=0, forward=forward, optimizer=opt)
     times = time_train_steps(run, x, y, precision=precision, steps=steps, warmup=max(0, warmup - 2),
-                             forward=forward, optimizer=opt)
+                             forward=forward, optimizer=opt, clock=clock)
     if flops is None:
         flops = model_flops(net, batch, spatial=spatial)
     median = statistics.median(times)
