@@ -538,7 +538,8 @@ class VideoClipDataset(Dataset):
         try:
             label = label_index(row.get("label"), self.classes, path)
             key = (path, clip_index)
-            if self._last is not None and self._last[0] == key and not self.train:
+            reuse = not self.train and not isinstance(self.sampler, RandomClipSampler)  # crops of one clip
+            if reuse and self._last is not None and self._last[0] == key:
                 frames = self._last[1]
             else:
                 seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())  # torch's RNG: seeded per worker
