@@ -19,6 +19,7 @@ its resident size before the model is built (:class:`vit3d.bench.MemoryMeter`).
 Usage:
     python benchmarks/peers.py --preset small long --precision 32 bf16-mixed --steps 6 \
         --json benchmarks/results/peers.json --markdown benchmarks/results/peers.md
+    python benchmarks/peers.py --device cuda --preset base --precision bf16-mixed [--compile]   # GPU target
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(frames=16, size=112, tubelet=2, patch=16, dim=384, depth=4, heads=6, mlp=1536, batch=4),
     "long": dict(frames=16, size=224, tubelet=2, patch=16, dim=384, depth=2, heads=6, mlp=1536, batch=2),
+    # the GPU target: ViT-B/16 on 16x224x224 clips (run with --device cuda)
+    "base": dict(frames=16, size=224, tubelet=2, patch=16, dim=768, depth=12, heads=12, mlp=3072, batch=8),
 }
 PEERS = ("vit3d", "vit-pytorch", "monai", "monai-sdpa", "hf-videomae")
 NUM_CLASSES = 10
@@ -105,7 +108,8 @@ def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None
 
 
 def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
-               vit_pytorch_file: str | None, cpu_time: bool = False) -> dict[str, Any]:
+               vit_pytorch_file: str | None, cpu_time: bool = False, device: str = "cpu",
+               compile: bool = False) -> dict[str, Any]:
     """Benchmark one peer in this process and return its result as a dict."""
     import torch
 
@@ -129,6 +133,7 @@ def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
     result = benchmark_model(factory, batch=p["batch"], precision=precision,
                              input_shape=(3, (p["frames"], p["size"], p["size"])), steps=steps, warmup=warmup,
                              num_classes=NUM_CLASSES, flops=flops, name=peer, measure_peak=False,
+                             device=device, compile=compile,
                              forward=lambda m, x: (holder["forward"] or (lambda mm, xx: mm(xx)))(m, x),
                              clock=time.process_time if cpu_time else time.perf_counter)
     out = result.to_dict()
@@ -139,7 +144,8 @@ def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
 
 def _run_one(args: argparse.Namespace, peer: str, preset: str, precision: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", peer, "--preset", preset, "--precision", precision,
-           "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--cpu-time"] if args.cpu_time else [])
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+    cmd += (["--cpu-time"] if args.cpu_time else []) + (["--compile"] if args.compile else [])
     if args.vit_pytorch_file:
         cmd += ["--vit-pytorch-file", args.vit_pytorch_file]
     t0 = time.perf_counter()
@@ -153,12 +159,10 @@ def _run_one(args: argparse.Namespace, peer: str, preset: str, precision: str) -
     return out
 
 
-def _peak(precision: str) -> float:
-    import torch
-
+def _peak(precision: str, device: str = "cpu") -> float:
     from vit3d.bench import matmul_peak
 
-    return matmul_peak(torch.device("cpu"), precision)
+    return matmul_peak(device, precision)
 
 
 def to_markdown(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
@@ -263,11 +267,13 @@ def summarize(out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--preset", nargs="+", default=["small", "long"], choices=list(PRESETS))
     parser.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"], choices=["32", "bf16-mixed"])
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--cpu-time", action="store_true",
                         help="one thread, CPU seconds per step: a ranking that survives other load on the machine")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per peer process")
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.preset[0], args.precision[0], args.steps, args.warmup,
-                                    args.vit_pytorch_file, args.cpu_time)))
+                                    args.vit_pytorch_file, args.cpu_time, args.device, args.compile)))
         return 0
 
     rows = []
@@ -299,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)  # the peak on the same single thread as the steps
-    peaks = {precision: _peak(precision) for precision in args.precision}
+    peaks = {precision: _peak(precision, args.device) for precision in args.precision}
     from vit3d.bench import machine_info
 
-    report = {"machine": machine_info("cpu"), "matmul_peak_flops": peaks, "results": rows,
+    report = {"machine": machine_info(args.device), "matmul_peak_flops": peaks, "results": rows,
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     table = to_markdown(rows, peaks)
     print(table)
