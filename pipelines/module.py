@@ -389,14 +389,22 @@ class ClassificationModule(pl.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
-            total = self.trainer.estimated_stepping_batches
-            if self.lr_scheduler_interval == "epoch":
-                total = self.trainer.max_epochs
-            scheduler.set_total_steps(int(total))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval,
                                  "monitor": "val/loss"}}
+
+    def on_train_start(self) -> None:
+        # The run length is known only now: asking for it in configure_optimizers would build the train loader
+        # before a resumed run restores the loader's position.
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
+                total = (self.trainer.max_epochs if self.lr_scheduler_interval == "epoch"
+                         else self.trainer.estimated_stepping_batches)
+                if total is None or total < 1 or total == float("inf"):
+                    raise ValueError("the warm-up/cosine schedule needs a finite run: set trainer.max_epochs or "
+                                     "trainer.max_steps, or give lr_scheduler.init_args.total_steps")
+                scheduler.set_total_steps(int(total))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vit3d"] = {"class_names": self.class_names, "mix_seed": self.mix_seed}

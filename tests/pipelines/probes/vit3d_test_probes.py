@@ -34,3 +34,17 @@ class WeightsHash(pl.Callback):
         Path(self.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.out_dir) / f"rank{trainer.global_rank}.txt").write_text(
             f"{h.hexdigest()} {trainer.global_step} {trainer.world_size} {torch.distributed.is_initialized()}")
+
+
+class BatchLog(pl.Callback):
+    """Append ``step epoch batch_idx lr ids`` per training batch to ``path`` (debugging resumption)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: dict,
+                             batch_idx: int) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        with open(self.path, "a") as f:
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx} {lr:.8g} "
+                    f"{','.join(Path(i).name for i in batch['id'])} {pl_module.mix_seed}\n")
