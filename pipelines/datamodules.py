@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VolumeDataModule"]

@@ -79,7 +79,7 @@ class InferenceBundle:
     def predict_file(self, path: str | Path) -> dict[str, float]:
         """``{class name: probability}`` for one file."""
         probs = self.predict_proba(self.preprocess(path)["image"][None])[0]
-        return dict(zip(self.class_names, probs.tolist()))
+        return dict(zip(self.class_names, probs.tolist(), strict=True))
 
 
 def _datamodule_class(hparams: dict[str, Any]) -> type[_ClassificationDataModule]:

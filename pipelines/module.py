@@ -26,7 +26,7 @@ from torchmetrics.functional.classification import (
 import vit3d
 from vit3d.models.registry import build_model, is_model
 
-from .mixup import Mixup, smooth_one_hot
+from .mixup import Mixup
 from .schedulers import WarmupCosineLR
 
 __all__ = ["ClassificationModule", "aggregate_views", "build_network", "classification_metrics", "layer_ids",
@@ -279,7 +279,7 @@ class ClassificationModule(pl.LightningModule):
             net = build_network(model, model_args=model_args, pretrained=pretrained, num_classes=num_classes,
                                 in_chans=in_chans, img_size=img_size)
         self.model = net
-        self.num_classes = int(num_classes if num_classes is not None else getattr(net, "num_classes"))
+        self.num_classes = int(num_classes if num_classes is not None else net.num_classes)
         if self.num_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got num_classes={self.num_classes}")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]

@@ -47,7 +47,7 @@ class WarmupCosineLR(LambdaLR):
         self.total_steps = int(total_steps)
         # The lrs set at construction assumed an unknown length; recompute them for the current step.
         factor = self.multiplier(self.last_epoch)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 

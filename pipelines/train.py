@@ -22,7 +22,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -74,7 +80,7 @@ def write_predictions(path: str | Path, ids: list[str], probs: torch.Tensor, cla
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", *[f"prob_{c}" for c in class_names]])
-        for i, p in zip(ids, probs.tolist()):
+        for i, p in zip(ids, probs.tolist(), strict=True):
             writer.writerow([i, class_names[max(range(len(p)), key=p.__getitem__)], *[f"{v:.6f}" for v in p]])
     return path
 

@@ -26,7 +26,7 @@ def test_matches_closed_form_per_group() -> None:
     opt = _opt((1e-3, 2.5e-4))
     sched = WarmupCosineLR(opt, warmup_steps=5, total_steps=40, min_lr_ratio=0.1)
     for step in range(45):
-        for group, base in zip(opt.param_groups, (1e-3, 2.5e-4)):
+        for group, base in zip(opt.param_groups, (1e-3, 2.5e-4), strict=True):
             assert group["lr"] == pytest.approx(_closed_form(step, 5, 40, base, 0.1), rel=1e-9)
         opt.step()
         sched.step()
