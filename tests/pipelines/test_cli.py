@@ -177,3 +177,35 @@ def test_help_lists_the_lightning_subcommands(capsys: pytest.CaptureFixture) -> 
 
         sys.exit(main(["fit", "--help"]))
     assert exit_.value.code == 0
+
+
+def test_clips_fit_and_multiview_test(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from vit3d.data.synthetic import make_clip_dataset
+
+    table = make_clip_dataset(tmp_path / "clips", num_samples=8, frames=8, size=(32, 32), num_classes=2, seed=0,
+                              val_fraction=0.25, test_fraction=0.25)
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
+                    "enable_model_summary": False, "max_steps": 2, "log_every_n_steps": 1,
+                    "default_root_dir": str(tmp_path / "run")},
+        "model": {"model": "vit_tiny_patch16_3d", "model_args": {**TINY_MODEL, "patch_size": [2, 8, 8]},
+                  "cutmix_alpha": 1.0, "cutmix_axes": [1, 2]},
+        "data": {"class_path": "pipelines.datamodules.VideoDataModule",
+                 "init_args": {"data": str(table), "frames": 4, "stride": 2, "frame_size": [32, 32], "flip": False,
+                               "decoder": "pyav", "batch_size": 2, "num_clips": 2}},
+    }
+    cfg = write_yaml(tmp_path / "clips.yaml", config)
+    assert vit3d(["fit", "-c", str(cfg)]) == 0
+    ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert list(ckpt["hyper_parameters"]["img_size"]) == [4, 32, 32] and ckpt["hyper_parameters"]["in_chans"] == 3
+    capsys.readouterr()
+    assert vit3d(["test", "-c", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "test/clip_acc" in out  # two clips per video, averaged per video
+    preds = tmp_path / "clips.csv"
+    assert vit3d(["predict", "-c", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt"),
+                  "--output", str(preds)]) == 0
+    rows = read_rows(preds)
+    n_test = sum(r["split"] == "test" for r in read_rows(table))
+    assert len(rows) == n_test and len({r["path"] for r in rows}) == n_test  # one row per video, not per view
