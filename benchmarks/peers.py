@@ -159,10 +159,10 @@ def _run_one(args: argparse.Namespace, peer: str, preset: str, precision: str) -
     return out
 
 
-def _peak(precision: str, device: str = "cpu") -> float:
+def _peak(precision: str, device: str = "cpu", cpu_time: bool = False) -> float:
     from vit3d.bench import matmul_peak
 
-    return matmul_peak(device, precision)
+    return matmul_peak(device, precision, clock=time.process_time if cpu_time else time.perf_counter)
 
 
 def to_markdown(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)  # the peak on the same single thread as the steps
-    peaks = {precision: _peak(precision, args.device) for precision in args.precision}
+    peaks = {precision: _peak(precision, args.device, args.cpu_time) for precision in args.precision}
     from vit3d.bench import machine_info
 
     report = {"machine": machine_info(args.device), "matmul_peak_flops": peaks, "results": rows,
