@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     best = out / "checkpoints" / "best.ckpt"
     val_acc = _best_score(best)
+    logs = sorted((out / "logs").glob("version_*"), key=lambda p: p.stat().st_mtime)  # this run's training logs
 
     predictions = out / "predictions.csv"
     print(f"[3/4] predicting the test split: vit3d predict ... --ckpt_path {best} --output {predictions}", flush=True)
@@ -96,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     overlay = _explain(best, Path(first), out / "explain")
     total = time.perf_counter() - t0
 
-    logs = sorted((out / "logs").glob("version_*"), key=lambda p: p.stat().st_mtime)
     print("\n" + "=" * 72)
     print("vit3d demo done")
     print(f"  validation accuracy (best checkpoint): {val_acc:.1%}" if val_acc is not None else
