@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     parser.add_argument("--config", default=str(REPO / "configs" / "demo_volumes.yaml"))
-    parser.add_argument("--samples", type=int, default=160, help="synthetic volumes to write")
+    parser.add_argument("--samples", type=int, default=480, help="synthetic volumes to write")
     parser.add_argument("--classes", type=int, default=2, help="lesion shapes to tell apart (2-5)")
     parser.add_argument("fit_args", nargs="*", help="extra `vit3d fit` arguments (after --)")
     args = parser.parse_args(argv)

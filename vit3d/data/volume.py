@@ -71,6 +71,8 @@ class VolumeDataset(Dataset):
         on_4d: ``'error'``, ``'first'`` or ``'mean'`` for 4D series.
         reader: a MONAI reader name or instance to use for every file instead of picking by extension.
         root: folder against which relative paths are resolved.
+        normalize: ``(mean, std)`` applied last, to every sample (e.g. ``(0.5, 0.5)`` maps the CT window's [0, 1]
+            to [-1, 1]; ViTs trained from scratch learn far faster on centred inputs). None leaves values as is.
 
     Samples are dicts: ``image`` float32 ``(C, D, H, W)``, ``label`` int64 scalar, ``id`` (the first image
     path), ``view`` 0, and ``mask_key`` when given.
@@ -100,6 +102,7 @@ class VolumeDataset(Dataset):
         on_4d: Literal["error", "first", "mean"] = "error",
         reader: Any = None,
         root: str | os.PathLike | None = None,
+        normalize: Sequence[float] | None = None,
     ) -> None:
         check_choice("preset", preset, ("ct", "mri", None))
         check_choice("backend", backend, ("monai", "torchio"))
@@ -120,6 +123,9 @@ class VolumeDataset(Dataset):
                 raise ValueError(f"spacing {spacing} must be three positive voxel sizes in mm, (D, H, W)")
         if len(window) != 2 or not window[0] < window[1]:
             raise ValueError(f"window {window} must be (low, high) in Hounsfield units with low < high")
+        if normalize is not None and (len(normalize) != 2 or not float(normalize[1]) > 0):
+            raise ValueError(f"normalize {tuple(normalize)} must be (mean, std) with std > 0, e.g. (0.5, 0.5)")
+        self.normalize = None if normalize is None else (float(normalize[0]), float(normalize[1]))
         self.spacing, self.window = spacing, (float(window[0]), float(window[1]))
         self.preset, self.backend, self.train, self.cache, self.on_error = preset, backend, train, cache, on_error
         self.on_2d, self.on_4d, self.reader, self.user_transform = on_2d, on_4d, reader, transform
@@ -247,6 +253,8 @@ class VolumeDataset(Dataset):
         if image.ndim != 4:
             raise SampleError(ident, f"the transform returned an image of shape {tuple(image.shape)}; "
                                      "expected (C, D, H, W)")
+        if self.normalize is not None:
+            image = (image - self.normalize[0]) / self.normalize[1]
         sample = {"image": image, "label": torch.tensor(label, dtype=torch.int64), "id": ident, "view": 0}
         if self.mask_key:
             sample[self.mask_key] = out[self.mask_key]
