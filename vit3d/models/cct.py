@@ -224,6 +224,7 @@ class CCT(nn.Module):
         self.spatial_dims = n
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
+        self.depth, self.num_heads = depth, num_heads
         self.num_prefix_tokens = 0
         self.pos_embed_type = pos_embed
         self.dynamic_img_size = dynamic_img_size
