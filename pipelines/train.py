@@ -8,7 +8,7 @@ writes goes under ``trainer.default_root_dir``::
     <root>/logs/version_N/                      TensorBoard events, metrics.csv, hparams.yaml, config.yaml
     <root>/predictions.csv                      vit3d predict (or --output PATH)
 
-Launching on several devices or nodes: see ``docs/parts/readme_pipelines.md`` (torchrun and SLURM lines).
+Launching on several devices or nodes: see README.md, "Training at scale" (torchrun and SLURM lines).
 """
 
 from __future__ import annotations
