@@ -22,7 +22,6 @@ shapes and the keywords are the same, but the parameterisation is vit3d's (no vi
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from vit3d.layers import Attention, check_choice, record_attention
+from vit3d.layers.helpers import check_keywords
 from vit3d.models import CCT as _CCT
 from vit3d.models import VisionTransformer
 
@@ -49,14 +49,7 @@ def _strict_keywords(fn: _F) -> _F:
         if args:
             raise TypeError(f"{fn.__name__}() takes keyword arguments only, as in vit-pytorch; got {len(args)} "
                             "positional argument(s)")
-        unknown = [k for k in kwargs if k not in valid]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"vit3d.compat.{fn.__name__} got unknown keyword(s) {', '.join(hints)}; "
-                             f"valid keywords: {', '.join(valid)}")
+        check_keywords(f"vit3d.compat.{fn.__name__}", kwargs, valid)
         return fn(**kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -14,7 +14,7 @@ def test_patch_embed_equals_strided_conv(img_size, patch_size):
     x = torch.randn(3, 2, *img_size)
     ref = CONV[n](x, pe.proj.weight, pe.proj.bias, stride=patch_size).flatten(2).transpose(1, 2)
     out = pe(x)
-    grid = tuple(s // p for s, p in zip(img_size, patch_size))
+    grid = tuple(s // p for s, p in zip(img_size, patch_size, strict=True))
     assert pe.grid_size == grid and out.shape == (3, pe.num_patches, 8)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 

@@ -90,7 +90,7 @@ def test_grad_checkpointing_gives_identical_gradients():
     x = torch.randn(2, 3, 4, 16, 16)
     a(x).sum().backward()
     b(x).sum().backward()
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
 
 

@@ -46,11 +46,23 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
     raise ValueError(f"{name}={value!r} is not one of {choices}{hint}")
 
 
+def check_keywords(owner: str, given: Iterable[str], valid: Sequence[str]) -> None:
+    """Raise a ValueError naming every keyword of ``given`` not in ``valid``, with the nearest valid one."""
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(valid), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ValueError(f"{owner} got unknown keyword(s) {', '.join(hints)}; valid keywords: {', '.join(valid)}")
+
+
 def check_divisible(size: Sequence[int], patch: Sequence[int], size_name: str = "img_size",
                     patch_name: str = "patch_size") -> None:
     """Raise a ValueError naming the first axis along which ``size`` is not a multiple of ``patch``."""
-    for axis, (s, p) in enumerate(zip(size, patch)):
+    for axis, (s, p) in enumerate(zip(size, patch, strict=True)):
         if s % p:
             raise ValueError(f"{size_name} {tuple(size)} is not divisible by {patch_name} {tuple(patch)} "
                              f"along axis {axis} ({s} % {p} = {s % p}); choose sizes that are multiples "
-                             f"of the patch, e.g. {tuple(max(p_, (s_ // p_) * p_) for s_, p_ in zip(size, patch))}")
+                             f"of the patch, e.g. {tuple(max(p_, (s_ // p_) * p_) for s_, p_ in zip(size, patch, strict=True))}")

@@ -31,7 +31,7 @@ def sincos_pos_embed(grid_size: Sequence[int], dim: int, temperature: float = 10
         raise ValueError(f"embed_dim {dim} is too small for a {n}-D sin-cos embedding; use at least {2 * n}")
     coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float64, device=device) for g in grid_size], indexing="ij")
     parts = []
-    for axis_coords, k in zip(coords, per_axis):
+    for axis_coords, k in zip(coords, per_axis, strict=True):
         omega = 1.0 / temperature ** (torch.arange(k, dtype=torch.float64, device=device) / k)
         angles = axis_coords.reshape(-1, 1) * omega.reshape(1, -1)
         parts += [angles.sin(), angles.cos()]

@@ -28,6 +28,7 @@ from torch import nn
 from vit3d.layers import Block, check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
 from vit3d.layers.helpers import to_ntuple
 
+from ._base import ClassifierMixin
 from .registry import build_model, register_model
 
 __all__ = ["CCT", "ConvTokenizer"]
@@ -151,7 +152,7 @@ class ConvTokenizer(nn.Module):
         return self.conv_layers(x).flatten(2).transpose(1, 2)
 
 
-class CCT(nn.Module):
+class CCT(ClassifierMixin, nn.Module):
     """Compact Convolutional Transformer for 2D images and 3D volumes or clips.
 
     The defaults build the paper's ImageNet model, CCT-14/7x2 at 224x224; the registered ``cct_*`` presets hold
@@ -273,18 +274,6 @@ class CCT(nn.Module):
     @property
     def in_chans(self) -> int:
         return self.tokenizer.in_chans
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute block activations in the backward pass: less memory, about a third more compute."""
-        self.grad_checkpointing = enable
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one of ``num_classes`` outputs (0 removes it)."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
 
     # ------------------------------------------------------------------ forward
     def grid_for(self, spatial: Sequence[int]) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from vit3d.layers.helpers import check_keywords
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -46,14 +48,7 @@ def build_model(cls: type[nn.Module], defaults: dict[str, Any], overrides: dict[
     params = inspect.signature(cls.__init__).parameters
     valid = [p for p in params if p != "self" and params[p].kind not in (inspect.Parameter.VAR_KEYWORD,
                                                                          inspect.Parameter.VAR_POSITIONAL)]
-    unknown = [k for k in overrides if k not in valid]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"{name or cls.__name__} got unknown keyword(s) {', '.join(hints)}; "
-                         f"valid keywords: {', '.join(valid)}")
+    check_keywords(name or cls.__name__, overrides, valid)
     model = cls(**{**defaults, **overrides})
     model.model_name = name  # type: ignore[assignment]
     return model

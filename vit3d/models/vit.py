@@ -19,15 +19,23 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from vit3d.layers import Block, PatchEmbed, check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
+from vit3d.layers import (
+    Block,
+    PatchEmbed,
+    check_choice,
+    infer_spatial_dims,
+    resample_pos_embed,
+    sincos_pos_embed,
+)
 from vit3d.layers.helpers import to_ntuple
 
+from ._base import ClassifierMixin
 from .registry import build_model, register_model
 
 __all__ = ["VisionTransformer"]
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ClassifierMixin, nn.Module):
     """ViT / SimpleViT for 2D images and 3D volumes or clips.
 
     Args:
@@ -180,18 +188,6 @@ class VisionTransformer(nn.Module):
     @property
     def grid_size(self) -> tuple[int, ...]:
         return self.patch_embed.grid_size
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute block activations in the backward pass: less memory, about a third more compute."""
-        self.grad_checkpointing = enable
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one of ``num_classes`` outputs (0 removes it)."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
 
     # ------------------------------------------------------------------ forward
     def _pos_table(self, grid: tuple[int, ...], x: torch.Tensor) -> torch.Tensor | None:
