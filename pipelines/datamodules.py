@@ -12,6 +12,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import abc
 import glob
 import inspect
 from collections.abc import Iterator, Sequence
@@ -91,7 +92,7 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], owner: str) -> None:
         raise ValueError(f"{owner}: {cls.__name__} takes no keyword(s) {unknown}; valid keywords: {valid}")
 
 
-class _ClassificationDataModule(pl.LightningDataModule):
+class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     """Shared split handling, loaders and checks; subclasses say how a dataset is built."""
 
     kind: str = ""
@@ -118,21 +119,24 @@ class _ClassificationDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ what subclasses provide
+    @abc.abstractmethod
     def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
                      stage_split: str, **extra: Any) -> Dataset:
         """A dataset of ``source`` rows in ``split`` (None: all), for the logical ``stage_split``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Dataset rows for files to predict."""
 
     @property
+    @abc.abstractmethod
     def in_chans(self) -> int:
-        raise NotImplementedError
+        """Input channels of the model."""
 
     @property
+    @abc.abstractmethod
     def img_size(self) -> list[int]:
-        raise NotImplementedError
+        """Model input size (spatial)."""
 
     # ------------------------------------------------------------------ classes, linked into the model
     @property
@@ -233,11 +237,6 @@ class _ClassificationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
-
-    # ------------------------------------------------------------------ inference on one file
-    def eval_dataset(self) -> Dataset:
-        """A dataset with the eval preprocessing and no rows, for :meth:`preprocess` (``load_one``)."""
-        raise NotImplementedError
 
 
 class VolumeDataModule(_ClassificationDataModule):

@@ -13,6 +13,7 @@ averaged per video.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import os
@@ -191,7 +192,7 @@ def _clip_indices(start: float, frames: int, step: float) -> np.ndarray:
     return (int(start) + np.floor(np.arange(frames) * step + 0.5)).astype(np.int64)
 
 
-class _Sampler:
+class _Sampler(abc.ABC):
     """Base: ``frames`` frames ``step`` frames apart (``step`` may be fractional, from a target fps)."""
 
     num_clips = 1
@@ -200,10 +201,10 @@ class _Sampler:
         """Frames a clip covers from its first to its last index, inclusive."""
         return int(round((frames - 1) * step)) + 1
 
+    @abc.abstractmethod
     def __call__(self, first: int, last: int, frames: int, step: float, generator: np.random.Generator | None = None
                  ) -> list[ClipIndices]:
         """Clips inside frames ``[first, last)``."""
-        raise NotImplementedError
 
 
 class UniformClipSampler(_Sampler):
