@@ -46,6 +46,16 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
     raise ValueError(f"{name}={value!r} is not one of {choices}{hint}")
 
 
+def check_input_shape(shape: Sequence[int], spatial_dims: int, in_chans: int) -> None:
+    """Raise a ValueError when ``shape`` is not ``(B, in_chans, *spatial)`` with ``spatial_dims`` spatial axes."""
+    if len(shape) != spatial_dims + 2:
+        raise ValueError(f"expected input of shape (B, C, {', '.join('DHW'[-spatial_dims:])}) with "
+                         f"{spatial_dims + 2} dims, got {tuple(shape)}")
+    if shape[1] != in_chans:
+        raise ValueError(f"input has {shape[1]} channels but the model was built with in_chans={in_chans}; "
+                         "change in_chans or the input's channels")
+
+
 def check_keywords(owner: str, given: Iterable[str], valid: Sequence[str]) -> None:
     """Raise a ValueError naming every keyword of ``given`` not in ``valid``, with the nearest valid one."""
     unknown = [k for k in given if k not in valid]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .helpers import check_divisible, infer_spatial_dims, to_ntuple
+from .helpers import check_divisible, check_input_shape, infer_spatial_dims, to_ntuple
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -68,12 +68,7 @@ class PatchEmbed(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
         """Validate rank and channels of ``x``; return its token grid."""
-        if x.ndim != self.spatial_dims + 2:
-            raise ValueError(f"expected input of shape (B, C, {', '.join('DHW'[-self.spatial_dims:])}) with "
-                             f"{self.spatial_dims + 2} dims, got {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"input has {x.shape[1]} channels but the model was built with in_chans="
-                             f"{self.in_chans}; change in_chans or the input's channels")
+        check_input_shape(x.shape, self.spatial_dims, self.in_chans)
         return self.grid_for(x.shape[2:])
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from vit3d.layers import Block, check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
-from vit3d.layers.helpers import to_ntuple
+from vit3d.layers.helpers import check_input_shape, to_ntuple
 
 from ._base import ClassifierMixin
 from .registry import build_model, register_model
@@ -35,7 +35,6 @@ __all__ = ["CCT", "ConvTokenizer"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_AXES = {1: "W", 2: "HW", 3: "DHW"}
 
 
 def _non_negative(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
@@ -285,13 +284,7 @@ class CCT(ClassifierMixin, nn.Module):
         return self.grid_size if spatial == self.img_size else self.tokenizer.grid_for(spatial)
 
     def _check_input(self, x: torch.Tensor) -> tuple[int, ...]:
-        n = self.spatial_dims
-        if x.ndim != n + 2:
-            raise ValueError(f"expected input of shape (B, C, {', '.join(_AXES[n])}) with {n + 2} dims, "
-                             f"got {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"input has {x.shape[1]} channels but the model was built with in_chans="
-                             f"{self.in_chans}; change in_chans or the input's channels")
+        check_input_shape(x.shape, self.spatial_dims, self.in_chans)
         return self.grid_for(x.shape[2:])
 
     def _pos_table(self, grid: tuple[int, ...], x: torch.Tensor) -> torch.Tensor | None:
