@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
+
+from vit3d.errors import UserError, format_user_error
 
 # name -> (module exposing main(argv), takes the subcommand name in argv, one-line summary)
 COMMANDS: dict[str, tuple[str, bool, str]] = {
@@ -28,7 +31,8 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: vit3d <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, _, summary) in COMMANDS.items()]
-    lines += ["", "Run `vit3d <command> --help` for a command's options."]
+    lines += ["", "Run `vit3d <command> --help` for a command's options. `--debug` (or VIT3D_DEBUG=1) shows the",
+              "traceback of an error that is otherwise printed as one line."]
     return "\n".join(lines)
 
 
@@ -44,9 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(f"vit3d: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
+    debug = "--debug" in argv or os.environ.get("VIT3D_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     module_name, takes_name, _ = COMMANDS[name]
     module = importlib.import_module(module_name)
-    result = module.main(argv if takes_name else argv[1:])
+    try:
+        result = module.main(argv if takes_name else argv[1:])
+    except UserError as err:
+        if debug:
+            raise
+        print(format_user_error(name, err), file=sys.stderr)
+        return 2
     return int(result or 0)
 
 
