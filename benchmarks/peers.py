@@ -213,7 +213,7 @@ def _check(ok: bool | None) -> str:
 
 
 def summarize(out_dir: Path) -> str:
-    """All tables of a ``run_all.sh`` run in ``out_dir``, and which targets of the performance issue are met."""
+    """All tables of a ``run_all.sh`` run in ``out_dir``, and which performance targets are met."""
     peers = json.loads((out_dir / "peers.json").read_text())
     bench = [json.loads(ln) for ln in (out_dir / "bench.jsonl").read_text().splitlines() if ln.strip()]
     levers = json.loads((out_dir / "levers.json").read_text())
