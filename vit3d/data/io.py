@@ -28,9 +28,9 @@ import torch
 
 from .common import SampleError, SampleTooLargeError
 from .dicom import scan_series
-from .limits import VolumeLimits, check_header, check_path
+from .limits import VolumeLimits, check_geometry, check_header, check_path
 
-__all__ = ["VolumeReader", "check_geometry", "read_volume", "reader_for"]  # + SimpleITKReader, built on first use
+__all__ = ["VolumeReader", "read_volume", "reader_for"]  # + SimpleITKReader, built on first use
 
 On2D = Literal["error", "slice"]
 On4D = Literal["error", "first", "mean"]
@@ -252,32 +252,6 @@ def _read_dicom_files(files: Sequence[str]) -> Any:
     out = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None])
     out.affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
     return out
-
-
-def check_geometry(path: str, affine: Any, limits: VolumeLimits) -> None:
-    """Refuse a voxel-to-world affine that is not finite, is singular, or has voxel sizes out of range.
-
-    Raises:
-        SampleError: naming ``path``, the matrix's problem and the voxel sizes.
-    """
-    a = np.asarray(torch.as_tensor(affine, dtype=torch.float64), dtype=np.float64)
-    fix = "repair the header's geometry (e.g. nibabel: img.set_sform(affine); or SimpleITK SetSpacing)"
-    if not np.isfinite(a).all():
-        raise SampleError(path, "bad geometry: the affine (voxel-to-world matrix) holds NaN or infinite values",
-                          fix=fix)
-    m = a[:3, :3]
-    spacing = np.linalg.norm(m, axis=0)
-    shown = "(" + ", ".join(f"{v:.4g}" for v in spacing) + ") mm"
-    if not m.any():
-        raise SampleError(path, "bad geometry: the affine is all zeros (voxels without size or direction)", fix=fix)
-    if spacing.min() == 0 or abs(np.linalg.det(m)) <= 1e-6 * float(np.prod(spacing)):
-        raise SampleError(path, f"bad geometry: the affine is singular (determinant {np.linalg.det(m):.3g}, voxel "
-                                f"sizes {shown}): its axes do not span 3D space", fix=fix)
-    low, high = limits.spacing_range
-    if spacing.min() < low or spacing.max() > high:
-        raise SampleError(path, f"bad geometry: voxel sizes {shown} outside spacing_range [{low:g}, {high:g}] mm",
-                          fix="fix the header's voxel size (e.g. metres or microns written as mm), or widen "
-                              "spacing_range")
 
 
 def _drop_last_axis(affine: torch.Tensor) -> torch.Tensor:

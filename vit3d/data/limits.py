@@ -24,10 +24,13 @@ import re
 import stat
 import zlib
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from .common import MissingFileError, SampleError, SampleTooLargeError
 
-__all__ = ["DEFAULT_MAX_VOXELS", "HeaderInfo", "VolumeLimits", "check_header", "check_path", "describe_content",
+__all__ = ["DEFAULT_MAX_VOXELS", "HeaderInfo", "VolumeLimits", "check_geometry", "check_header", "check_path", "describe_content",
            "format_of", "inflated_size"]
 
 # 2^30 voxels are 4 GiB as float32; preprocessing holds two to four such copies, which fits a 24 GB machine.
@@ -72,6 +75,7 @@ class HeaderInfo:
     itemsize: int
     offset: int
     compressed: bool
+    affine: Any = None
 
     @property
     def voxels(self) -> int:
@@ -242,7 +246,9 @@ def _nifti_header(path: str, compressed: bool) -> HeaderInfo:
     if any(s < 0 for s in shape):
         raise SampleError(path, f"the header declares a negative size {shape}", fix="the header is corrupt")
     dtype = img.header.get_data_dtype()
-    return HeaderInfo("nifti", shape, int(dtype.itemsize), int(img.dataobj.offset), compressed)
+    # nibabel's own choice (sform, else qform): MONAI's reader replaces an sform that disagrees with pixdim
+    # (a NaN one, too) by the qform, which would hide a broken header.
+    return HeaderInfo("nifti", shape, int(dtype.itemsize), int(img.dataobj.offset), compressed, img.affine)
 
 
 _ITEMSIZE = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "signed char": 1, "unsigned char": 1, "short": 2,
@@ -360,6 +366,8 @@ def check_header(path: str | os.PathLike, limits: VolumeLimits, *, file_size: in
     else:
         info = _text_header(path, expected)
     check_declared(path, info, size, limits)
+    if info.affine is not None:
+        check_geometry(path, info.affine, limits)
     return info
 
 
@@ -385,6 +393,32 @@ def check_declared(path: str, info: HeaderInfo, file_size: int, limits: VolumeLi
                                 f"{info.nbytes:,} bytes from offset {info.offset}, but the file holds "
                                 f"{file_size:,} bytes",
                           fix="the file was not copied completely; copy it again")
+
+
+def check_geometry(path: str, affine: Any, limits: VolumeLimits) -> None:
+    """Refuse a voxel-to-world affine that is not finite, is singular, or has voxel sizes out of range.
+
+    Raises:
+        SampleError: naming ``path``, the matrix's problem and the voxel sizes.
+    """
+    a = np.array(affine, dtype=np.float64)
+    fix = "repair the header's geometry (e.g. nibabel: img.set_sform(affine); or SimpleITK SetSpacing)"
+    if not np.isfinite(a).all():
+        raise SampleError(path, "bad geometry: the affine (voxel-to-world matrix) holds NaN or infinite values",
+                          fix=fix)
+    m = a[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    shown = "(" + ", ".join(f"{v:.4g}" for v in spacing) + ") mm"
+    if not m.any():
+        raise SampleError(path, "bad geometry: the affine is all zeros (voxels without size or direction)", fix=fix)
+    if spacing.min() == 0 or abs(np.linalg.det(m)) <= 1e-6 * float(np.prod(spacing)):
+        raise SampleError(path, f"bad geometry: the affine is singular (determinant {np.linalg.det(m):.3g}, voxel "
+                                f"sizes {shown}): its axes do not span 3D space", fix=fix)
+    low, high = limits.spacing_range
+    if spacing.min() < low or spacing.max() > high:
+        raise SampleError(path, f"bad geometry: voxel sizes {shown} outside spacing_range [{low:g}, {high:g}] mm",
+                          fix="fix the header's voxel size (e.g. metres or microns written as mm), or widen "
+                              "spacing_range")
 
 
 def inflated_size(path: str | os.PathLike, cap: int, chunk: int = 1 << 20) -> int:
