@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -104,12 +104,13 @@ def error_reason(err: UserError) -> str:
     return f"{err.what}; {err.fix}" if err.fix else err.what
 
 
-@dataclass(frozen=True)
-class FailedSample:
+class FailedSample(NamedTuple):
     """A sample that could not be loaded with ``on_error='skip'``: its ``id`` (the file) and the ``reason``.
 
     Returned by a dataset's ``__getitem__`` in place of the sample; :func:`collate` gathers them under
     ``batch["failed"]`` so that a run can count skips and a prediction table can hold one row per input.
+    Immutable and typed like a frozen dataclass, but a named tuple: Lightning moves batches to the device
+    with ``apply_to_collection``, which rebuilds named tuples and refuses frozen dataclasses.
     """
 
     id: str
