@@ -267,3 +267,37 @@ def test_missing_table(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError.__mro__[2]) as info:  # MissingInputError, a FileNotFoundError too
         VolumeDataset(tmp_path / "nope.csv")
     assert isinstance(info.value, FileNotFoundError) and "dataset table not found" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- single files
+
+
+def test_single_dicom_file_declared_size(tmp_path: Path) -> None:
+    import pydicom
+
+    series = write_dicom_series(tmp_path / "s", corpus.series_volume(slices=1))
+    path = next(series.iterdir())
+    raw = path.read_bytes()
+    cut = _write(tmp_path / "cut.dcm", raw[:-30])
+    with pytest.raises(SampleError, match=r"truncated: the header declares 1x8x10x1 voxels of 2 byte\(s\), 160 bytes"):
+        read_volume(cut, on_2d="slice")
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 65535, 65535, 1000
+    ds.save_as(tmp_path / "huge.dcm")
+    with pytest.raises(SampleTooLargeError, match=r"the header declares 1000x65535x65535x1 = 4,294,836,225,000 "
+                                                  r"voxels"):
+        read_volume(tmp_path / "huge.dcm")
+
+
+def test_inflation_is_bounded(tmp_path: Path) -> None:
+    """A gzip without a header to read first is inflated in constant memory and stopped at a byte cap."""
+    from vit3d.data.limits import inflated_size
+
+    bomb = corpus.write_gzip_bomb(tmp_path / "bomb.nii.gz")
+    assert inflated_size(bomb, cap=2**24) == 2**24 + 1  # stopped after 16 MiB of its 1 GiB
+    cut = corpus.write_truncated_gzip(tmp_path / "cut.nii.gz")
+    with pytest.raises(SampleError, match=r"truncated or corrupt gzip data after [\d,]+ inflated bytes"):
+        inflated_size(cut, cap=2**30)
+    blob = _write(tmp_path / "blob.gz", bomb.read_bytes())  # no suffix that names a format: the cap applies
+    with pytest.raises(SampleTooLargeError, match=r"the gzip data inflates to more than 512.0 MiB \(max_voxels=67,108,864 at 8 "):
+        read_volume(blob, reader=VolumeReader(limits=VolumeLimits(max_voxels=2**26)))
