@@ -37,9 +37,16 @@ class SampleError(InputError):
         file: the file or folder concerned.
         reason: what is wrong, optionally followed by ``"; "`` and the fix.
         fix: the fix, when it is not part of ``reason``.
+
+    A single argument is a whole message without a file: PyTorch's DataLoader re-raises an error of a worker
+    process as ``type(err)(message)``, and this keeps its type (so the ``vit3d`` command still reports it as a
+    user error).
     """
 
-    def __init__(self, file: str | os.PathLike, reason: str, *, fix: str | None = None) -> None:
+    def __init__(self, file: str | os.PathLike, reason: str | None = None, *, fix: str | None = None) -> None:
+        if reason is None:  # SampleError(message), as DataLoader workers re-raise it
+            super().__init__(str(file))
+            return
         what = str(reason)
         if fix is None and "; " in what:
             what, fix = what.split("; ", 1)
