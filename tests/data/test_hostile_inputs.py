@@ -208,8 +208,9 @@ def mixed_table(tmp_path: Path) -> Path:
     return table
 
 
-def test_validate_reports_every_row_with_its_reason(mixed_table: Path) -> None:
-    train = VolumeDataset(mixed_table, split="train", img_size=(8, 8, 8))
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_validate_reports_every_row_with_its_reason(mixed_table: Path, cache: str) -> None:
+    train = VolumeDataset(mixed_table, split="train", img_size=(8, 8, 8), cache=cache)
     assert train.classes == ["a", "b"]
     report = train.validate(num_workers=2)
     assert [(b.row, Path(b.file).name) for b in report] == [(2, "huge.nii.gz"), (3, "pipe.nii.gz"),
