@@ -165,7 +165,7 @@ def test_decord_failure_falls_back_to_pyav(tmp_path: Path) -> None:
     ds = VideoClipDataset([{"path": str(path), "label": "a"}], frames=3, stride=2, img_size=(32, 48))
     torch.testing.assert_close(ds[0]["image"], VideoClipDataset([{"path": str(path), "label": "a"}], frames=3,
                                                                 stride=2, img_size=(32, 48), decoder="pyav")[0]["image"])
-    with pytest.raises(ValueError, match="w48.mp4: unreadable or corrupt video"):
+    with pytest.raises(ValueError, match=r"unreadable or corrupt video \(.*w48.mp4\)"):
         VideoClipDataset([{"path": str(path), "label": "a"}], frames=3, img_size=(32, 48), fallback=False)[0]
 
 
