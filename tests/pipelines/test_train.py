@@ -24,9 +24,9 @@ def tiny_config(csv_path: Path, root: Path, **trainer: object) -> dict:
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "log_every_n_steps": 1, "max_steps": 4,
                     "default_root_dir": str(root), **trainer},
-        "model": {"model": "vit_tiny_patch16_3d", "model_args": TINY_MODEL},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d", "init_args": TINY_MODEL}},
         "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
-                 "init_args": {"data": str(csv_path), "img_size": [16, 32, 32], "batch_size": 4,
+                 "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
                                "num_workers": 0}},
     }
 
@@ -57,9 +57,11 @@ def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest
     assert best.is_file() and last.is_file()
     ckpt = torch.load(last, weights_only=True)  # loads without executing code from the file
     assert ckpt["global_step"] in (2, 4)  # saved at the last validation
-    assert ckpt["hyper_parameters"]["num_classes"] == 2 and ckpt["hyper_parameters"]["in_chans"] == 1
+    net = ckpt["hyper_parameters"]["net"]
+    assert net["class_path"] == "pipelines.networks.vit_tiny_patch16_3d"
+    assert net["init_args"]["num_classes"] == 2 and net["init_args"]["in_chans"] == 1
     assert ckpt["hyper_parameters"]["class_names"] == ["sphere", "tube"]
-    assert list(ckpt["hyper_parameters"]["img_size"]) == [16, 32, 32]
+    assert list(net["init_args"]["img_size"]) == [16, 32, 32]
     logs = sorted((tmp_path / "run/logs").glob("version_*"))
     metrics = read_rows(logs[-1] / "metrics.csv")
     assert {"train/loss", "val/acc", "val/bal_acc", "val/f1", "val/auroc"} <= set(metrics[0])
@@ -72,9 +74,9 @@ def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest
 
     # predict: one row per test volume, label = arg-max class, probabilities sum to 1 and match the bundle
     preds = tmp_path / "preds.csv"
-    assert vit3d(["predict", "-c", str(cfg), "--ckpt_path", str(best), "--output", str(preds)]) == 0
+    assert vit3d(["predict", "-c", str(cfg), "--ckpt_path", str(best), "--predictions.output", str(preds)]) == 0
     rows = read_rows(preds)
-    assert list(rows[0]) == ["path", "label", "prob_sphere", "prob_tube"]
+    assert list(rows[0]) == ["path", "label", "prob_sphere", "prob_tube", "error"]
     test_files = {str((volumes.parent / r["image"]).resolve()) for r in read_rows(volumes) if r["split"] == "test"}
     assert {str(Path(r["path"]).resolve()) for r in rows} == test_files
     bundle = load_for_inference(best)
@@ -89,7 +91,7 @@ def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest
     # predict from the checkpoint alone: data settings and classes come from it
     preds2 = tmp_path / "preds2.csv"
     one = rows[0]["path"]
-    assert vit3d(["predict", "--ckpt_path", str(best), "--data.predict_data", one, "--output", str(preds2),
+    assert vit3d(["predict", "--ckpt_path", str(best), "--data.predict_data", one, "--predictions.output", str(preds2),
                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "p"),
                   "--trainer.precision", "32-true"]) == 0
     again = read_rows(preds2)
@@ -189,23 +191,26 @@ def test_clips_fit_and_multiview_test(tmp_path: Path, capsys: pytest.CaptureFixt
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "max_steps": 2, "log_every_n_steps": 1,
                     "default_root_dir": str(tmp_path / "run")},
-        "model": {"model": "vit_tiny_patch16_3d", "model_args": {**TINY_MODEL, "patch_size": [2, 8, 8]},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d",
+                          "init_args": {**TINY_MODEL, "patch_size": [2, 8, 8]}},
                   "cutmix_alpha": 1.0, "cutmix_axes": [1, 2]},
         "data": {"class_path": "pipelines.datamodules.VideoDataModule",
-                 "init_args": {"data": str(table), "frames": 4, "stride": 2, "frame_size": [32, 32], "flip": False,
-                               "decoder": "pyav", "batch_size": 2, "num_clips": 2}},
+                 "init_args": {"data": str(table), "batch_size": 2, "num_workers": 0,
+                               "dataset": {"frames": 4, "stride": 2, "img_size": [32, 32], "flip": False,
+                                           "decoder": "pyav", "num_clips": 2}}},
     }
     cfg = write_yaml(tmp_path / "clips.yaml", config)
     assert vit3d(["fit", "-c", str(cfg)]) == 0
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
-    assert list(ckpt["hyper_parameters"]["img_size"]) == [4, 32, 32] and ckpt["hyper_parameters"]["in_chans"] == 3
+    net = ckpt["hyper_parameters"]["net"]["init_args"]
+    assert list(net["img_size"]) == [4, 32, 32] and net["in_chans"] == 3
     capsys.readouterr()
     assert vit3d(["test", "-c", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt")]) == 0
     out = capsys.readouterr().out
     assert "test/acc" in out and "test/clip_acc" in out  # two clips per video, averaged per video
     preds = tmp_path / "clips.csv"
     assert vit3d(["predict", "-c", str(cfg), "--ckpt_path", str(tmp_path / "run/checkpoints/last.ckpt"),
-                  "--output", str(preds)]) == 0
+                  "--predictions.output", str(preds)]) == 0
     rows = read_rows(preds)
     n_test = sum(r["split"] == "test" for r in read_rows(table))
     assert len(rows) == n_test and len({r["path"] for r in rows}) == n_test  # one row per video, not per view
