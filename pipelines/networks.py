@@ -24,8 +24,9 @@ preset's values as defaults, plus ``pretrained`` (weights to start from, loaded 
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -65,12 +66,15 @@ def preset_class(name: str) -> type[nn.Module]:
         return cached
     family, defaults = _preset_args(name)
     family_params = list(inspect.signature(family.__init__).parameters.values())[1:]
+    # Real types, not the family module's postponed strings (this module's globals cannot resolve them).
+    hints = typing.get_type_hints(family.__init__)
+    family_params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in family_params]
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     # Lists, not tuples, as defaults: a config dump writes lists, and they must parse back to the same value.
     params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=_plain(defaults.get(p.name, p.default)))
                for p in family_params]
     params.append(inspect.Parameter("pretrained", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                    annotation="str | None"))
+                                    annotation=Optional[str]))  # noqa: UP045 - a runtime type
 
     def __init__(self: nn.Module, **kwargs: Any) -> None:
         bound = init_signature.bind(self, **kwargs)

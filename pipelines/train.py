@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import difflib
-import importlib
-import inspect
 import os
 import re
 import sys
@@ -28,6 +26,7 @@ from typing import Any, NoReturn
 import lightning.pytorch as pl
 import torch
 import yaml
+from jsonargparse._namespace import NSKeyError
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
@@ -154,37 +153,38 @@ def _checkpoint_dir(root: str | None) -> str:
 
 
 class VitArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser whose usage errors are :class:`vit3d.errors.ConfigError` (one line, exit 2)."""
+    """LightningCLI's parser whose usage errors are :class:`vit3d.errors.ConfigError` (one line, exit 2), and whose
+    unknown keys, nested ones included (``init_args`` of the network or the dataset), come with a "did you mean"."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        raise ConfigError(_usage_error_text(message), fix=_usage_fix(message, self.prog)) from ex
+        cause: BaseException | None = ex
+        while cause is not None:  # a nested parser's error, already in our terms: pass it on unchanged
+            if isinstance(cause, ConfigError):
+                raise cause
+            cause = cause.__cause__
+        raise ConfigError(_one_line(message),
+                          fix="--help lists the options, --print_config every key with its default") from ex
 
-
-def _usage_error_text(message: str) -> str:
-    """jsonargparse's nested message as one line: its innermost reason, with a "did you mean" for unknown keys."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    where = next((m.group(1) for line in lines if (m := re.search(r'Parser key "([^"]+)"', line))), None)
-    reason = lines[-1] if lines else str(message)
-    unknown = re.search(r"Option '([^']+)' is not accepted", str(message))
-    class_path = re.search(r"class_path='([^']+)'", str(message))
-    if unknown and class_path:
-        key = unknown.group(1)
+    def validate(self, namespace: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            valid = list(inspect.signature(_import(class_path.group(1))).parameters)
-        except (ImportError, AttributeError, ValueError, TypeError):
-            valid = []
-        close = difflib.get_close_matches(key, valid, n=1)
-        reason = f"unknown key {key!r} for {class_path.group(1)}" + (f"; did you mean {close[0]!r}?" if close else "")
-    return f"{where}: {reason}" if where and where not in reason else reason
+            super().validate(namespace, *args, **kwargs)
+        except NSKeyError as err:
+            dests = [a.dest for a in self._actions if a.dest not in ("help", "config", "print_config")]
+            for key in namespace.keys():
+                if key in dests or any(key.startswith(d + ".") for d in dests):
+                    continue
+                close = difflib.get_close_matches(key, dests, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(dests)}"
+                raise NSKeyError(f"unknown key {key!r}{hint}") from err
+            raise
 
 
-def _usage_fix(message: str, prog: str | None) -> str:
-    return f"see `{prog or 'vit3d'} --help`, or --print_config for every key with its default"
-
-
-def _import(path: str) -> Any:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+def _one_line(message: str) -> str:
+    """jsonargparse's nested message as one line: where it happened and the innermost reason."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    keys = [m.group(1) for line in lines for m in [re.search(r'Parser key "([^"]+)"', line)] if m]
+    reason = lines[-1] if lines else str(message)
+    return f"{keys[0]}: {reason}" if keys and keys[0] not in reason else reason
 
 
 def _ckpt_path_option(args: list[str]) -> str | None:

@@ -139,11 +139,12 @@ def test_bad_config_values_stop_before_training(volumes: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     cfg = write_yaml(tmp_path / "tiny.yaml", tiny_config(volumes, tmp_path / "run"))
     cases = [
-        (["--model.model", "vit_tiny_patch16_3", ], "did you mean vit_tiny_patch16_3d"),
-        (["--model.model_args", '{"emb_dim": 32}'], "emb_dim"),
+        (["--model.net", "pipelines.networks.vit_tiny_patch16_3"], "vit_tiny_patch16_3"),
+        (["--model.net.init_args.emb_dim", "32"], "did you mean 'embed_dim'"),
+        (["--data.init_args.dataset.init_args.spacingg", "1.5"], "did you mean 'spacing'"),
         (["--model.lr", "0.1"], "lr"),
-        (["--data.init_args.img_size", "[16, 32, 30]"], "not divisible by patch_size"),
-        (["--data.init_args.img_size", "[16, 32]"], "img_size"),
+        (["--data.init_args.dataset.init_args.img_size", "[16, 32, 30]"], "not divisible by patch_size"),
+        (["--data.init_args.dataset.init_args.preset", "cta"], "preset"),
         (["--data.init_args.data", str(tmp_path / "missing.csv")], "missing.csv"),
     ]
     for extra, message in cases:
@@ -151,7 +152,20 @@ def test_bad_config_values_stop_before_training(volumes: Path, tmp_path: Path,
         err = capsys.readouterr().err
         assert rc == 2, (extra, err)
         assert message in err, (extra, err)
+        lines = [line for line in err.splitlines() if line.startswith("vit3d fit: error: ")]
+        assert len(lines) == 1 and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_misspelt_nested_key_in_yaml_is_rejected_before_training(volumes: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    config = tiny_config(volumes, tmp_path / "run")
+    config["data"]["init_args"]["dataset"]["img_szie"] = [16, 32, 32]
+    cfg = write_yaml(tmp_path / "typo.yaml", config)
+    assert vit3d(["fit", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "img_szie" in err and "did you mean 'img_size'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 CONFIGS = sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml"))
@@ -163,10 +177,42 @@ def test_print_config_parses_every_yaml(config: Path, capsys: pytest.CaptureFixt
     monkeypatch.chdir(REPO)
     text = yaml.safe_load(config.read_text()) or {}
     stack = [] if "data" in text else ["-c", "configs/demo_volumes.yaml"]  # partial files stack on a full one
-    assert vit3d(["fit", *stack, "-c", str(config), "--print_config"]) == 0
+    assert vit3d(["fit", "-c", "configs/base.yaml", *stack, "-c", str(config), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"].startswith("pipelines.datamodules.")
-    assert printed["model"]["model"] is None or isinstance(printed["model"]["model"], str)
+    assert printed["model"]["net"]["class_path"].startswith("pipelines.networks.")
+
+
+def test_print_config_lists_every_model_and_dataset_key(capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from pipelines.networks import preset_class
+    from vit3d.data import VolumeDataset
+    from vit3d.models import VisionTransformer
+
+    monkeypatch.chdir(REPO)
+    assert vit3d(["fit", "-c", "configs/ct.yaml", "--print_config=skip_null"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    net = printed["model"]["net"]["init_args"]
+    dataset = printed["data"]["init_args"]["dataset"]["init_args"]
+    # Every keyword of the family and of the dataset is shown, except those the data module links or supplies.
+    expected_net = {k for k, p in inspect.signature(VisionTransformer).parameters.items() if p.default is not None}
+    assert expected_net - {"num_classes", "in_chans", "img_size"} <= set(net)
+    assert net["embed_dim"] == 384 and net["depth"] == 12  # the preset's values, not the family's
+    assert net["patch_size"] == [16, 16, 16] and net["drop_path_rate"] == 0.1  # ct.yaml's overrides
+    expected_data = {k for k, p in inspect.signature(VolumeDataset).parameters.items()
+                     if p.default is not None and p.default is not inspect.Parameter.empty}
+    assert expected_data - {"split", "classes", "train"} <= set(dataset)
+    assert dataset["img_size"] == [96, 96, 96] and dataset["on_error"] == "raise"
+    # ... with its type in --help
+    from pipelines.train import main
+
+    assert main(["fit", "-c", "configs/ct.yaml", "--model.net.help", "pipelines.networks.vit_small_patch16_3d"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--model.net.embed_dim EMBED_DIM" in help_text and "type: int, default: 384" in help_text
+    assert "Unvalidated" not in help_text  # every key has a real type
+    assert preset_class("vit_small_patch16_3d").__mro__[1] is VisionTransformer
 
 
 def test_help_lists_the_lightning_subcommands(capsys: pytest.CaptureFixture) -> None:
