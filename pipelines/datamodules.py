@@ -161,6 +161,8 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         self.hparams["dataset"] = (given or {}).get("dataset") or {
             "class_path": f"{self.dataset_class.__module__}.{self.dataset_class.__qualname__}",
             "init_args": dict(getattr(dataset, "keywords", None) or {})}
+        # Which data module to rebuild (LightningCLI records it; a data module built in Python records itself).
+        self.hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
         if data is None and classes is None:
             raise ConfigError(f"{type(self).__name__} has no data",
                               fix="set data.init_args.data (a CSV with a split column, or a folder) or, to predict "
