@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-from functools import partial
 import json
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
