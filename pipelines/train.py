@@ -49,6 +49,8 @@ from .module import ClassificationModule, _gather_objects
 __all__ = ["PredictionCSVWriter", "RunSummary", "VitArgumentParser", "VitCLI", "main", "write_predictions"]
 
 DEFAULT_ROOT = "outputs/vit3d"
+# --ckpt_path values Lightning resolves itself (from the checkpoint callback of the run's config).
+_LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -235,6 +237,11 @@ class VitCLI(LightningCLI):
         if isinstance(args, list) and args and args[0] in ("validate", "test", "predict"):
             sub = self._subcommand_parsers[args[0]]
             ckpt = _ckpt_path_option(args[1:])
+            if ckpt is not None and ckpt not in _LIGHTNING_CKPT_NAMES and not Path(ckpt).is_file():
+                from vit3d.errors import MissingInputError
+
+                raise MissingInputError("checkpoint not found", file=ckpt,
+                                        fix="pass a .ckpt written by `vit3d fit` (or best/last with its config)")
             if ckpt is not None and Path(ckpt).is_file():
                 from .inference import run_config
 
@@ -247,8 +254,8 @@ class VitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "predict" and not config.get("ckpt_path"):
-            raise ConfigError("vit3d predict needs a trained checkpoint; an untrained network's predictions mean "
-                              "nothing", fix="pass --ckpt_path (a .ckpt from vit3d fit, or best/last)")
+            raise ConfigError("no trained checkpoint to predict with (an untrained network's predictions mean "
+                              "nothing)", fix="pass --ckpt_path (a .ckpt from vit3d fit, or best/last)")
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         cfg = self._get(self.config_init, "trainer", default={})

@@ -101,9 +101,11 @@ def test_explain_sample_clip_writes_an_animation(tmp_path: Path) -> None:
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="--ckpt"):
+    from vit3d.errors import ConfigError, MissingInputError
+
+    with pytest.raises(MissingInputError, match="--ckpt"):
         cmd.main(["--ckpt", str(tmp_path / "none.ckpt"), "--input", "x.nii.gz", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid choice: 'gradcam'"):
         cmd.main(["--ckpt", "a", "--input", "b", "--out", "c", "--method", "gradcam"])
     model = vit3d.create_model("vit_tiny_patch16_3d", img_size=(8, 32, 32), patch_size=(2, 8, 8), num_classes=2,
                                embed_dim=48, depth=1, num_heads=3)
