@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import lightning.pytorch as pl
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vit3d.data import VideoClipDataset, VolumeDataset
@@ -292,16 +293,18 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
                 self.skipped[split] = len(bad)
         if reports and self.dataset_kwargs.get("on_error", "raise") == "raise":
             raise _bad_rows_error(reports, self.data)
+        if reports:
+            text = "\n".join(f"  {split} split: {bad.format_report()}" for split, bad in reports)
+            rank_zero_warn(f"skipping {sum(self.skipped.values())} unusable row(s) (on_error=skip):\n{text}")
 
     def prepare_data(self) -> None:
-        """Check every file of the splits the stage uses once (rank 0); bad rows of all splits in one report."""
+        """Check every file of every split once (rank 0) before fit/validate/test; bad rows in one report."""
         if not self.validate_files or self.data is None:
             return
-        stage = getattr(getattr(self, "trainer", None), "state", None)
-        fn = getattr(stage, "fn", None)
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
-            getattr(fn, "value", fn), ("train", "val", "test"))
-        self.validate_splits(splits)
+        fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        if getattr(fn, "value", fn) in ("fit", "validate", "test", None):
+            # Every split, whatever the stage: one report of everything unusable, before the first step.
+            self.validate_splits(("train", "val", "test"))
 
     def setup(self, stage: str) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[stage]
