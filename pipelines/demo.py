@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.perf_counter() - t0
 
     configs = args.config or [str(REPO / "configs" / "base.yaml"), str(REPO / "configs" / "demo_volumes.yaml")]
-    common = [*(a for c in configs for a in ("-c", c)), "--data.init_args.data", str(table), "--trainer.default_root_dir", str(out)]
+    common = [*(a for c in configs for a in ("-c", c)), "--data.init_args.data", str(table),
+              "--trainer.default_root_dir", str(out)]
     print("[2/4] training: vit3d fit " + " ".join(common + args.fit_args), flush=True)
     t1 = time.perf_counter()
     rc = vit3d(["fit", *common, *args.fit_args])

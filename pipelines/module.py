@@ -40,7 +40,8 @@ def _blocks(model: nn.Module) -> tuple[str, nn.Module]:
         if name.rsplit(".", 1)[-1] == "blocks" and isinstance(module, (nn.ModuleList, nn.Sequential)):
             return name, module
     raise ValueError(f"{type(model).__name__} has no `blocks` ModuleList/Sequential; layer_decay and "
-                     "train_last_blocks need a model built from a stack of blocks (ViT, CCT). Unset them for this model")
+                     "train_last_blocks need a model built from a stack of blocks (ViT, CCT). Unset them for this "
+                     "model")
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:

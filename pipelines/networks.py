@@ -93,7 +93,8 @@ def preset_class(name: str) -> type[nn.Module]:
     __init__.__qualname__ = f"{name}.__init__"
     family_args = (inspect.getdoc(family) or "").partition("Args:")[2].rstrip()
     doc = (f"Preset ``{name}`` of :class:`{family.__name__}`: its keywords, the preset's values as defaults.\n\n"
-           f"Args:{family_args}\n    pretrained: weights to start from (2D checkpoints are inflated), loaded strictly.\n")
+           f"Args:{family_args}\n"
+           "    pretrained: weights to start from (2D checkpoints are inflated), loaded strictly.\n")
     cls = type(name, (family,), {"__init__": __init__, "__module__": __name__, "__doc__": doc})
     globals()[name] = cls
     return cls
