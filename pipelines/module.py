@@ -280,6 +280,11 @@ class ClassificationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        # Samples the loader skipped this epoch (unreadable, on_error=skip): in the logs next to the loss.
+        self.log("train/skipped", float(self.skipped.pop("train", 0)), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True)
+
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, stage: str, batch: dict[str, Any] | None) -> None:
         outputs = self._outputs.setdefault(stage, [])

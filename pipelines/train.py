@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import os
 import re
 import sys
@@ -41,6 +40,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from vit3d.data import average_views
 from vit3d.errors import ConfigError
+from vit3d.layers.helpers import check_keywords
 
 from .datamodules import _ClassificationDataModule
 from .hardware import auto_precision
@@ -172,12 +172,11 @@ class VitArgumentParser(LightningArgumentParser):
             super().validate(namespace, *args, **kwargs)
         except NSKeyError as err:
             dests = [a.dest for a in self._actions if a.dest not in ("help", "config", "print_config")]
-            for key in namespace.keys():
-                if key in dests or any(key.startswith(d + ".") for d in dests):
-                    continue
-                close = difflib.get_close_matches(key, dests, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(dests)}"
-                raise NSKeyError(f"unknown key {key!r}{hint}") from err
+            unknown = [k for k in namespace.keys() if k not in dests and not any(k.startswith(d + ".") for d in dests)]
+            try:
+                check_keywords("the config", unknown, dests)  # the one keyword checker: names the nearest key
+            except ConfigError as unknown_err:
+                raise NSKeyError(unknown_err.what) from err
             raise
 
 
