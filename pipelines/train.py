@@ -160,9 +160,12 @@ class VitArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         cause: BaseException | None = ex
-        while cause is not None:  # a nested parser's error, already in our terms: pass it on unchanged
+        while cause is not None:  # a nested parser's error, already in our terms: add where it happened
             if isinstance(cause, ConfigError):
-                raise cause
+                where = _where(message)
+                if where is None or cause.what.startswith(where):
+                    raise cause
+                raise ConfigError(f"{where}: {cause.what}", file=cause.file, fix=cause.fix) from cause
             cause = cause.__cause__
         raise ConfigError(_one_line(message),
                           fix="--help lists the options, --print_config every key with its default") from ex
@@ -174,18 +177,24 @@ class VitArgumentParser(LightningArgumentParser):
             dests = [a.dest for a in self._actions if a.dest not in ("help", "config", "print_config")]
             unknown = [k for k in namespace.keys() if k not in dests and not any(k.startswith(d + ".") for d in dests)]
             try:
-                check_keywords("the config", unknown, dests)  # the one keyword checker: names the nearest key
+                check_keywords("init_args", unknown, dests)  # the one keyword checker: names the nearest key
             except ConfigError as unknown_err:
                 raise NSKeyError(unknown_err.what) from err
             raise
 
 
+def _where(message: str) -> str | None:
+    """The config key jsonargparse names in ``message`` (``Parser key "model.net"``), if any."""
+    found = re.search(r'Parser key "([^"]+)"', str(message))
+    return found.group(1) if found else None
+
+
 def _one_line(message: str) -> str:
     """jsonargparse's nested message as one line: where it happened and the innermost reason."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    keys = [m.group(1) for line in lines for m in [re.search(r'Parser key "([^"]+)"', line)] if m]
+    where = _where(message)
     reason = lines[-1] if lines else str(message)
-    return f"{keys[0]}: {reason}" if keys and keys[0] not in reason else reason
+    return f"{where}: {reason}" if where and where not in reason else reason
 
 
 def _ckpt_path_option(args: list[str]) -> str | None:
