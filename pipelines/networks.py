@@ -31,6 +31,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from vit3d.layers.helpers import check_keywords
 from vit3d.models import CCT, VisionTransformer, is_model, list_models, model_entrypoint
 
 __all__ = ["Pretrained", "network_config", "preset_class"]
@@ -77,6 +78,7 @@ def preset_class(name: str) -> type[nn.Module]:
                                     annotation=Optional[str]))  # noqa: UP045 - a runtime type
 
     def __init__(self: nn.Module, **kwargs: Any) -> None:
+        check_keywords(name, kwargs, [p.name for p in params[1:]])
         bound = init_signature.bind(self, **kwargs)
         bound.apply_defaults()
         args = dict(bound.arguments)
@@ -138,8 +140,9 @@ class Pretrained(VisionTransformer):
                  "img_size": tuple(img_size) if isinstance(img_size, list) else img_size}
         source = vit3d.create_model(None, pretrained=path, **{k: v for k, v in given.items() if v is not None},
                                     drop_path_rate=drop_path_rate, drop_rate=drop_rate)
-        self.model_args = {**vit_config(source), "drop_path_rate": drop_path_rate, "drop_rate": drop_rate}
-        super().__init__(**self.model_args)
+        args = {**vit_config(source), "drop_path_rate": drop_path_rate, "drop_rate": drop_rate}
+        super().__init__(**args)
+        self.model_args = args
         self.load_state_dict(source.state_dict(), strict=True)
         self.load_report = getattr(source, "load_report", None)
 
