@@ -260,3 +260,14 @@ def test_clips_fit_and_multiview_test(tmp_path: Path, capsys: pytest.CaptureFixt
     rows = read_rows(preds)
     n_test = sum(r["split"] == "test" for r in read_rows(table))
     assert len(rows) == n_test and len({r["path"] for r in rows}) == n_test  # one row per video, not per view
+
+
+def test_a_registry_preset_is_one_line_of_yaml(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    one_line = write_yaml(tmp_path / "net.yaml", {"model": {"net": "pipelines.networks.vit_base_patch16_3d"}})
+    assert vit3d(["fit", "-c", "configs/ct.yaml", "-c", str(one_line), "--print_config"]) == 0
+    net = yaml.safe_load(capsys.readouterr().out)["model"]["net"]
+    assert net["class_path"] == "pipelines.networks.vit_base_patch16_3d"
+    assert net["init_args"]["embed_dim"] == 768 and net["init_args"]["depth"] == 12  # the new preset's values
+    assert net["init_args"]["patch_size"] == [16, 16, 16]  # ct.yaml's override of a key both presets take stays
