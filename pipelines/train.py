@@ -305,7 +305,8 @@ def _run_cli(argv: list[str], parser_kwargs: dict[str, Any]) -> VitCLI:
         _ClassificationDataModule,
         subclass_mode_data=True,
         parser_class=VitArgumentParser,
-        trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT},
+        # log_every_n_steps: Lightning's 50 logs nothing in a short run.
+        trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT, "log_every_n_steps": 10},
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_kwargs={"prog": "vit3d", **parser_kwargs},
