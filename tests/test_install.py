@@ -10,8 +10,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ["monai", "nibabel", "torchio", "pydicom", "SimpleITK", "av", "decord", "lightning", "pytorch_lightning",
@@ -37,6 +38,7 @@ def _run(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_base_dependencies_are_what_the_library_imports() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split(";")[0].split("[")[0].strip().lower() for d in meta["dependencies"]}
     assert names == {"torch", "numpy", "safetensors", "matplotlib", "pillow"}
