@@ -24,6 +24,7 @@ import json
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,17 +123,20 @@ def quick_train(out: Path, *, epochs: int, seed: int = 0) -> tuple[Path, Path]:
 
     from pipelines.datamodules import VolumeDataModule
     from pipelines.module import ClassificationModule
+    from pipelines.networks import preset_class
+    from vit3d.data import VolumeDataset
     from vit3d.data.synthetic import make_volume_dataset
 
     pl.seed_everything(seed, workers=True)
     table = make_volume_dataset(out / "data", num_samples=120, shape=(32, 64, 64), seed=seed)
-    dm = VolumeDataModule(str(table), img_size=(32, 64, 64), batch_size=8, validate_files=False, cache="memory")
+    dm = VolumeDataModule(str(table), dataset=partial(VolumeDataset, img_size=(32, 64, 64), cache="memory",
+                                                      normalize=(0.5, 0.5)),
+                          batch_size=8, validate_files=False)
     with open(table, newline="") as f:
         classes = sorted({r["label"] for r in csv.DictReader(f)})
-    module = ClassificationModule("vit_tiny_patch16_3d",
-                                  model_args=dict(patch_size=[4, 8, 8], embed_dim=96, depth=4, num_heads=3),
-                                  num_classes=len(classes), in_chans=1, img_size=[32, 64, 64], class_names=classes,
-                                  lr_scheduler=None)
+    net = preset_class("vit_tiny_patch16_3d")(patch_size=[4, 8, 8], embed_dim=96, depth=4, num_heads=3,
+                                              num_classes=len(classes), in_chans=1, img_size=[32, 64, 64])
+    module = ClassificationModule(net, class_names=classes, lr_scheduler=None)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, default_root_dir=str(out), deterministic=False)
     trainer.fit(module, datamodule=dm)

@@ -11,8 +11,9 @@ import difflib
 import importlib
 import os
 import sys
+from typing import Any
 
-from vit3d.errors import UserError, format_user_error
+from vit3d.errors import ConfigError, UserError, format_user_error
 
 # name -> (module exposing main(argv), takes the subcommand name in argv, one-line summary)
 COMMANDS: dict[str, tuple[str, bool, str]] = {
@@ -36,11 +37,35 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Import name of an optional package -> the extra that installs it.
+_EXTRAS = {"lightning": "train", "torchmetrics": "train", "jsonargparse": "train", "rich": "train",
+           "tensorboard": "train", "yaml": "train", "monai": "medical", "nibabel": "medical", "torchio": "medical",
+           "pydicom": "medical", "SimpleITK": "medical", "av": "video", "decord": "video",
+           "huggingface_hub": "hub"}
+
+
+def _import_command(name: str, module_name: str) -> Any:
+    """Import a command's module; a missing optional package is a user error naming the extra to install."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        package = (err.name or "").split(".")[0]
+        if package not in _EXTRAS:
+            raise
+        raise ConfigError(f"`vit3d {name}` needs the optional package {package!r}, which is not installed",
+                          fix=f"pip install 'vit3d[{_EXTRAS[package]}]'") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vit3d`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] == "--version":
+        import vit3d
+
+        print(f"vit3d {vit3d.__version__}")
         return 0
     name = argv[0]
     if name not in COMMANDS:
@@ -51,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("VIT3D_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     module_name, takes_name, _ = COMMANDS[name]
-    module = importlib.import_module(module_name)
     try:
+        module = _import_command(name, module_name)
         result = module.main(argv if takes_name else argv[1:])
     except UserError as err:
         if debug:

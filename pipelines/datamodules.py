@@ -1,9 +1,23 @@
 """``VolumeDataModule`` and ``VideoDataModule``: Lightning data modules over :mod:`vit3d.data`.
 
-Each exposes ``classes``, ``num_classes``, ``in_chans`` and ``img_size`` right after construction, which the CLI
-links into the model (``link_arguments(..., apply_on="instantiate")``) so they are written once. The eval-time
-preprocessing is saved in the checkpoint (``save_hyperparameters``), and :func:`pipelines.inference.load_for_inference`
-rebuilds it from there.
+Each receives its dataset as a typed factory: ``dataset`` is ``class_path`` + ``init_args`` whose keys are the
+library dataset's own keywords (:class:`vit3d.data.VolumeDataset`, :class:`vit3d.data.VideoClipDataset`), validated
+and shown with their defaults by ``--print_config``; the data module supplies the rest per split (the rows, ``split``,
+``classes``, ``train``). So a keyword added to a dataset appears in configs without being declared here::
+
+    data:
+      class_path: pipelines.datamodules.VolumeDataModule
+      init_args:
+        data: data/ct/dataset.csv
+        dataset:                       # vit3d.data.VolumeDataset keywords
+          img_size: [96, 96, 96]
+          spacing: [1.5, 1.5, 1.5]
+        batch_size: 4
+
+Each data module exposes ``classes``, ``num_classes``, ``in_chans`` and ``img_size`` right after construction, which
+the CLI links into the network (``link_arguments(..., apply_on="instantiate")``) so they are written once. The whole
+config is saved in checkpoints, and :func:`pipelines.inference.load_for_inference` rebuilds the eval preprocessing
+from there.
 
 The training loader is resumable: its sampler shuffles with ``(seed, epoch)`` and its state (epoch, batches
 consumed) is saved in checkpoints, so a run resumed mid-epoch with ``--ckpt_path last`` sees the same batches as an
@@ -17,12 +31,18 @@ import glob
 import inspect
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import lightning.pytorch as pl
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VolumeDataModule"]
+from vit3d.data import VideoClipDataset, VolumeDataset
+from vit3d.errors import ConfigError
+
+__all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VideoDatasetFactory", "VolumeDataModule",
+           "VolumeDatasetFactory", "dataset_keywords"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -84,30 +104,75 @@ def _expand_inputs(path: str, suffixes: Sequence[str]) -> list[str]:
     return files
 
 
-def _check_kwargs(cls: type, kwargs: dict[str, Any], owner: str) -> None:
+class VolumeDatasetFactory(Protocol):
+    """A :class:`vit3d.data.VolumeDataset` with its keywords set; the data module gives rows, split, classes, train."""
+
+    def __call__(self, data: str | list[dict[str, Any]], /, *, split: str | None, classes: list[str] | None,
+                 train: bool) -> VolumeDataset: ...
+
+
+class VideoDatasetFactory(Protocol):
+    """A :class:`vit3d.data.VideoClipDataset` with its keywords set; the data module gives the rest per split."""
+
+    def __call__(self, data: str | list[dict[str, Any]], /, *, split: str | None, classes: list[str] | None,
+                 train: bool) -> VideoClipDataset: ...
+
+
+def dataset_keywords(factory: Any, cls: type) -> dict[str, Any]:
+    """The keywords ``factory`` builds ``cls`` with: ``cls``'s defaults updated by the factory's bound keywords.
+
+    ``factory`` is ``cls`` itself, or a ``functools.partial`` of it (what jsonargparse makes of ``class_path`` +
+    ``init_args``, or what a Python caller writes).
+    """
     params = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in kwargs if k not in params]
-    if unknown:
-        valid = [p for p in params if p not in ("self", "data")]
-        raise ValueError(f"{owner}: {cls.__name__} takes no keyword(s) {unknown}; valid keywords: {valid}")
+    out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    out.update(getattr(factory, "keywords", None) or {})
+    return out
+
+
+def _table_rows(dataset: Any) -> list[dict[str, Any]]:
+    """The table rows of a vit3d dataset (its ``rows`` hold ``(row index, row)`` pairs or plain rows)."""
+    return [r[1] if isinstance(r, tuple) else r for r in dataset.rows]
+
+
+def _bad_rows_error(reports: list[tuple[str, Any]], data: str | None) -> ConfigError:
+    from vit3d.errors import InputError
+
+    count = sum(len(bad) for _, bad in reports)
+    text = "; ".join(f"{split} split: {bad.format_report()}" for split, bad in reports)
+    return InputError(f"{count} unusable row(s) across {len(reports)} split(s): {text}", file=data,
+                      fix="fix or remove them, or set data.init_args.dataset.init_args.on_error=skip to drop them")
 
 
 class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
-    """Shared split handling, loaders and checks; subclasses say how a dataset is built."""
+    """Shared split handling, loaders and checks; subclasses say which dataset class they build."""
 
     kind: str = ""
     suffixes: tuple[str, ...] = ()
+    dataset_class: type[Dataset]
 
-    def __init__(self, data: str | None, *, val_data: str | None, test_data: str | None, predict_data: str | None,
-                 classes: list[str] | None, batch_size: int, eval_batch_size: int | None, num_workers: int,
-                 pin_memory: bool, seed: int, validate_files: bool) -> None:
+    def __init__(self, data: str | None, *, dataset: Any, val_data: str | None, test_data: str | None,
+                 predict_data: str | None, classes: list[str] | None, augment: bool, batch_size: int,
+                 eval_batch_size: int | None, num_workers: int, pin_memory: bool, seed: int,
+                 validate_files: bool) -> None:
         super().__init__()
+        given = _given_hyperparameters.get()  # the config LightningCLI parsed, when it built this data module
+        self.save_hyperparameters(ignore=["dataset"], frame=inspect.currentframe().f_back)
+        # Checkpoints store the dataset as class_path + init_args, so inference rebuilds the preprocessing.
+        self.hparams["dataset"] = (given or {}).get("dataset") or {
+            "class_path": f"{self.dataset_class.__module__}.{self.dataset_class.__qualname__}",
+            "init_args": dict(getattr(dataset, "keywords", None) or {})}
+        # Which data module to rebuild (LightningCLI records it; a data module built in Python records itself).
+        self.hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
         if data is None and classes is None:
-            raise ValueError(f"{type(self).__name__} needs data= (a CSV with a split column, or a folder) or, for "
-                             "predict from a checkpoint, classes=")
+            raise ConfigError(f"{type(self).__name__} has no data",
+                              fix="set data.init_args.data (a CSV with a split column, or a folder) or, to predict "
+                                  "from a checkpoint, data.init_args.classes")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"data.init_args.batch_size={batch_size} must be >= 1")
+        self.dataset = dataset
         self.data, self.val_data, self.test_data, self.predict_data = data, val_data, test_data, predict_data
+        self.augment = augment
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -117,16 +182,25 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         self._given_classes = list(classes) if classes is not None else None
         self._classes: list[str] | None = None
         self.datasets: dict[str, Dataset] = {}
+        self.skipped: dict[str, int] = {}  # split -> rows found unusable by the validation pass (on_error=skip)
+
+    @property
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """The dataset keywords of this run (defaults filled in): what the preprocessing of every split uses."""
+        return dataset_keywords(self.dataset, self.dataset_class)
 
     # ------------------------------------------------------------------ what subclasses provide
-    @abc.abstractmethod
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
-                     stage_split: str, **extra: Any) -> Dataset:
-        """A dataset of ``source`` rows in ``split`` (None: all), for the logical ``stage_split``."""
+    def split_overrides(self, split: str) -> dict[str, Any]:
+        """Dataset keywords that depend on the split (e.g. multi-view testing only at test/predict)."""
+        return {}
 
     @abc.abstractmethod
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
         """Dataset rows for files to predict."""
+
+    @abc.abstractmethod
+    def input_ids(self, dataset: Dataset) -> list[str]:
+        """The sample ``id`` of every row of ``dataset`` (what the predictions CSV lists, one row each)."""
 
     @property
     @abc.abstractmethod
@@ -146,10 +220,10 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
             if self._given_classes is not None:
                 self._classes = self._given_classes
             else:
-                self._classes = list(self._split_dataset("train", train=False, with_classes=False).classes)
+                self._classes = list(self._split_dataset("train", classes=None).classes)
             if len(self._classes) < 2:
-                raise ValueError(f"found {len(self._classes)} class(es) {self._classes} in {self.data}; "
-                                 "classification needs at least 2")
+                raise ConfigError(f"found {len(self._classes)} class(es) {self._classes}; classification needs at "
+                                  "least 2", file=self.data, fix="check the label column of the training split")
         return self._classes
 
     @property
@@ -160,53 +234,88 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     def _source(self, split: str) -> tuple[str | list[dict[str, Any]], str | None]:
         override = {"val": self.val_data, "test": self.test_data, "predict": self.predict_data}.get(split)
         if override is not None:
-            if str(override).lower().endswith(".csv"):
-                return override, None
-            if split == "predict":
+            if split == "predict" and not str(override).lower().endswith(".csv"):
                 return self.predict_rows(_expand_inputs(override, self.suffixes)), None
             return override, None
         if self.data is None:
-            raise ValueError(f"no data for the {split!r} split; set data= or {split}_data=")
+            raise ConfigError(f"no data for the {split!r} split",
+                              fix=f"set data.init_args.data or data.init_args.{split}_data")
         if not Path(self.data).exists():
-            raise FileNotFoundError(f"data={self.data!r} does not exist; point it at the dataset CSV (or folder)")
+            from vit3d.errors import MissingInputError
+
+            raise MissingInputError("the dataset does not exist", file=self.data,
+                                    fix="point data.init_args.data at the dataset CSV (or folder)")
         if split == "predict":
             split = "test"
         if Path(self.data).is_dir():  # a folder per class: root/<split>/<class>/ when present, else training only
             if (Path(self.data) / split).is_dir():
                 return self.data, split
             if split != "train":
-                raise ValueError(f"data={self.data!r} is a folder without a {split!r} sub-folder; add "
-                                 f"{self.data}/{split}/<class>/..., set {split}_data= to another folder, or use a "
-                                 "CSV with a split column")
+                raise ConfigError(f"the data folder has no {split!r} sub-folder", file=self.data,
+                                  fix=f"add {split}/<class>/..., set data.init_args.{split}_data, or use a CSV "
+                                      "with a split column")
             return self.data, None
         return self.data, split
 
-    def _split_dataset(self, split: str, *, train: bool, with_classes: bool = True) -> Dataset:
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` has a source (a ``*_data`` override, a sub-folder, or rows in the CSV)."""
+        try:
+            self._source(split)
+        except ConfigError:
+            return False
+        return True
+
+    def _split_dataset(self, split: str, *, classes: list[str] | None | str = "known",
+                       **overrides: Any) -> Dataset:
         source, split_name = self._source(split)
-        kwargs = {"classes": self.classes} if with_classes else {}
-        return self.make_dataset(source, split_name, train, stage_split=split, **kwargs)
+        cls_arg = self.classes if classes == "known" else classes
+        train = split == "train" and self.augment
+        kwargs = {**self.split_overrides(split), **overrides}
+        return self.dataset(source, split=split_name, classes=cls_arg, train=train, **kwargs)
+
+    def validate_splits(self, splits: Sequence[str] = ("train", "val", "test")) -> None:
+        """Check every file of ``splits`` at once and report all unusable rows of all splits in one error.
+
+        With ``on_error=raise`` (a dataset keyword) any bad row stops the run before the first step with one
+        :class:`vit3d.errors.InputError` listing them all; with ``skip`` they are counted in ``self.skipped`` (and
+        left out at load time).
+        """
+        reports = []
+        for split in splits:
+            if not self.has_split(split):
+                continue
+            ds = self.datasets.get(split) or self._split_dataset(split)
+            if not len(ds):
+                continue
+            bad = ds.validate()
+            if bad:
+                reports.append((split, bad))
+                self.skipped[split] = len(bad)
+        if reports and self.dataset_kwargs.get("on_error", "raise") == "raise":
+            raise _bad_rows_error(reports, self.data)
+        if reports:
+            text = "\n".join(f"  {split} split: {bad.format_report()}" for split, bad in reports)
+            rank_zero_warn(f"skipping {sum(self.skipped.values())} unusable row(s) (on_error=skip):\n{text}")
 
     def prepare_data(self) -> None:
-        """Check every file of the known splits once (rank 0); a bad row stops the run with a report."""
+        """Check every file of every split once (rank 0) before fit/validate/test; bad rows in one report."""
         if not self.validate_files or self.data is None:
             return
-        for split in ("train", "val", "test"):
-            try:
-                ds = self._split_dataset(split, train=False)
-            except ValueError:
-                continue  # e.g. no test split: reported when that split is used
-            bad = ds.validate()
-            if bad and getattr(ds, "on_error", "raise") == "raise":
-                raise ValueError(f"the {split} split of {self.data} has bad rows. {bad.format_report()}\n"
-                                 "Fix or remove them, or set data.init_args.on_error=skip to drop them at load time")
+        fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        if getattr(fn, "value", fn) in ("fit", "validate", "test", None):
+            # Every split, whatever the stage: one report of everything unusable, before the first step.
+            self.validate_splits(("train", "val", "test"))
 
     def setup(self, stage: str) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[stage]
         for split in wanted:
             if split not in self.datasets:
-                self.datasets[split] = self._split_dataset(split, train=split == "train")
+                # predict accounts for every input: a bad file becomes a row with its reason, never a stop.
+                extra = {"on_error": "skip"} if split == "predict" else {}
+                self.datasets[split] = self._split_dataset(split, **extra)
                 if len(self.datasets[split]) == 0:
-                    raise ValueError(f"the {split!r} split of {self.data} is empty; check the split column")
+                    raise ConfigError(f"the {split!r} split is empty", file=self.data,
+                                      fix="check the split column (train/val/test) or the folder")
 
     # ------------------------------------------------------------------ loaders
     def _collate(self) -> Any:
@@ -244,83 +353,55 @@ class VolumeDataModule(_ClassificationDataModule):
 
     Args:
         data: CSV with image column(s), a label column and a ``split`` column (train/val/test).
+        dataset: the :class:`vit3d.data.VolumeDataset` keywords (``img_size``, ``spacing``, ``preset``,
+            ``normalize``, ``image_keys``, ``cache``, ``on_error``...): every key typed and validated, shown by
+            ``--print_config``. ``img_size`` is required: it is the model's input size.
         val_data: another CSV for validation (all its rows).
         test_data: another CSV for testing (all its rows).
         predict_data: what ``vit3d predict`` reads: a CSV, a file, a folder of volumes or a glob; defaults to the
             test split of ``data``.
-        image_keys: image column(s); several columns (MRI sequences) become channels.
-        label_key: label column.
         classes: class names in label order; read from the training split when omitted.
-        img_size: model input size ``(D, H, W)`` after preprocessing.
-        spacing: resample to this voxel spacing (mm) before resizing; ``null`` keeps the file's spacing.
-        preset: intensity preset: ``ct`` (Hounsfield window), ``mri`` (per-volume z-score) or ``null``.
-        normalize: ``[mean, std]`` applied after the preset; ``auto`` centres the CT window's [0, 1] on zero
-            (``[0.5, 0.5]``, so air is -1) and leaves other presets alone. ViTs trained from scratch on
-            uncentred [0, 1] CT volumes stayed at chance in our runs; centred, the demo model learns.
-        backend: ``monai`` or ``torchio`` transforms.
-        augment: random augmentation of the training split.
-        cache: ``none``, ``memory`` or ``disk`` caching of the deterministic preprocessing.
-        cache_dir: folder of the disk cache.
-        on_error: ``raise`` on an unreadable file, or ``skip`` it (logged).
-        dataset_args: further :class:`vit3d.data.VolumeDataset` keywords.
+        augment: random augmentation of the training split (the dataset's ``train``).
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size; defaults to ``batch_size``.
         num_workers: loader worker processes.
         pin_memory: pin host memory (GPU training).
         seed: shuffling seed (with the epoch).
-        validate_files: check every file in ``prepare_data`` before training.
+        validate_files: check every file of every split before the first step.
     """
 
     kind = "volume"
     suffixes = VOLUME_SUFFIXES
+    dataset_class = VolumeDataset
 
     def __init__(
         self,
         data: str | None = None,
         *,
+        dataset: VolumeDatasetFactory = VolumeDataset,
         val_data: str | None = None,
         test_data: str | None = None,
         predict_data: str | None = None,
-        image_keys: list[str] | None = None,
-        label_key: str = "label",
         classes: list[str] | None = None,
-        img_size: tuple[int, int, int] = (32, 64, 64),
-        spacing: list[float] | None = None,
-        preset: Literal["ct", "mri"] | None = "ct",
-        normalize: tuple[float, float] | Literal["auto"] | None = "auto",
-        backend: Literal["monai", "torchio"] = "monai",
         augment: bool = True,
-        cache: Literal["none", "memory", "disk"] = "none",
-        cache_dir: str | None = None,
-        on_error: Literal["raise", "skip"] = "raise",
-        dataset_args: dict[str, Any] | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int = 2,
         pin_memory: bool = False,
         seed: int = 0,
         validate_files: bool = True,
     ) -> None:
-        super().__init__(data, val_data=val_data, test_data=test_data, predict_data=predict_data, classes=classes,
-                         batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, seed=seed, validate_files=validate_files)
-        img_size = [int(s) for s in img_size]  # one type in hparams, whatever the caller passed
-        if len(img_size) != 3 or min(img_size) < 1:
-            raise ValueError(f"img_size {img_size} must be three positive sizes (D, H, W)")
-        self.save_hyperparameters()
-        self.image_keys = list(image_keys or ["image"])
-        self.label_key = label_key
-        self._img_size = tuple(img_size)
-        self.spacing = tuple(spacing) if spacing is not None else None
-        self.preset, self.backend, self.augment = preset, backend, augment
-        if normalize == "auto":
-            normalize = (0.5, 0.5) if preset == "ct" else None
-        self.normalize = None if normalize is None else tuple(float(v) for v in normalize)
-        self.cache, self.cache_dir, self.on_error = cache, cache_dir, on_error
-        self.dataset_args = dict(dataset_args or {})
-        from vit3d.data.volume import VolumeDataset
-
-        _check_kwargs(VolumeDataset, self.dataset_args, "data.dataset_args")
+        super().__init__(data, dataset=dataset, val_data=val_data, test_data=test_data, predict_data=predict_data,
+                         classes=classes, augment=augment, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, pin_memory=pin_memory, seed=seed, validate_files=validate_files)
+        kw = self.dataset_kwargs
+        if kw.get("img_size") is None:
+            raise ConfigError("the volume dataset has no img_size; the model needs a fixed input size",
+                              fix="set data.init_args.dataset.init_args.img_size, e.g. [32, 64, 64]")
+        img_size = kw["img_size"]
+        self._img_size = [int(img_size)] * 3 if isinstance(img_size, int) else [int(s) for s in img_size]
+        keys = kw.get("image_keys") or ("image",)
+        self.image_keys = [keys] if isinstance(keys, str) else list(keys)
 
     @property
     def in_chans(self) -> int:
@@ -331,23 +412,14 @@ class VolumeDataModule(_ClassificationDataModule):
         """Model input size ``[D, H, W]``."""
         return list(self._img_size)
 
-    def dataset_kwargs(self, train: bool) -> dict[str, Any]:
-        """Keywords of :class:`vit3d.data.VolumeDataset` for a training (``train=True``) or eval split."""
-        return {"image_keys": tuple(self.image_keys), "label_key": self.label_key, "preset": self.preset,
-                "backend": self.backend, "img_size": self._img_size, "spacing": self.spacing,
-                "normalize": self.normalize, "train": train and self.augment, "cache": self.cache, "cache_dir": self.cache_dir,
-                "on_error": self.on_error, **self.dataset_args}
-
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
-                     stage_split: str = "train", **extra: Any) -> Dataset:
-        from vit3d.data.volume import VolumeDataset
-
-        return VolumeDataset(source, split=split, **self.dataset_kwargs(train), **extra)
-
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
         if len(self.image_keys) > 1:
-            raise ValueError(f"predict_data must be a CSV with columns {self.image_keys} for multi-channel input")
+            raise ConfigError(f"multi-channel input ({len(self.image_keys)} image columns) needs a CSV to predict",
+                              fix=f"give data.init_args.predict_data as a CSV with columns {self.image_keys}")
         return [{self.image_keys[0]: f} for f in files]
+
+    def input_ids(self, dataset: Dataset) -> list[str]:
+        return [str(row.get(self.image_keys[0])) for row in _table_rows(dataset)]
 
 
 class VideoDataModule(_ClassificationDataModule):
@@ -356,84 +428,57 @@ class VideoDataModule(_ClassificationDataModule):
     Args:
         data: CSV with ``path``, ``label`` and ``split`` columns, or a folder holding one sub-folder per class
             (then the training split; give ``val_data``/``test_data`` folders too).
+        dataset: the :class:`vit3d.data.VideoClipDataset` keywords (``frames``, ``stride``, ``img_size`` (H, W),
+            ``num_clips``, ``num_crops``, ``decoder``, ``flip``, ``on_error``...), typed and validated.
+            ``num_clips`` / ``num_crops`` apply at test and predict time (predictions averaged per video);
+            training and validation take one clip and one crop.
         val_data: CSV or folder per class for validation.
         test_data: CSV or folder per class for testing.
         predict_data: CSV, file, folder of videos or glob for ``vit3d predict``; defaults to the test split.
         classes: class names in label order; read from the training split when omitted.
-        frames: frames per clip.
-        stride: frame stride within a clip.
-        fps: sample frames at this rate instead of every ``stride`` frames.
-        frame_size: frame size ``(H, W)`` fed to the model; the model's input is ``(frames, H, W)``.
-        short_side: resize the shorter side to this before cropping (default: just cover ``frame_size``).
-        num_clips: temporal views per video at test and predict time (predictions are averaged per video).
-        num_crops: spatial crops per clip at test and predict time (1 or 3).
-        decoder: ``decord`` (falls back to PyAV per file) or ``pyav``.
-        augment: random clips, scales and crops of training videos.
-        flip: random horizontal flips in training; turn off when left/right matters (motion direction).
-        mean: per-channel normalisation mean; ``null`` uses the dataset default.
-        std: per-channel normalisation std; ``null`` uses the dataset default.
-        on_error: ``raise`` on an unreadable video, or ``skip`` it.
-        dataset_args: further :class:`vit3d.data.VideoClipDataset` keywords.
+        augment: random clips, scales and crops of training videos (the dataset's ``train``).
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size.
         num_workers: loader worker processes.
         pin_memory: pin host memory.
         seed: shuffling seed.
-        validate_files: check every video in ``prepare_data``.
+        validate_files: check every video of every split before the first step.
     """
 
     kind = "clip"
     suffixes = VIDEO_SUFFIXES
+    dataset_class = VideoClipDataset
 
     def __init__(
         self,
         data: str | None = None,
         *,
+        dataset: VideoDatasetFactory = VideoClipDataset,
         val_data: str | None = None,
         test_data: str | None = None,
         predict_data: str | None = None,
         classes: list[str] | None = None,
-        frames: int = 16,
-        stride: int = 2,
-        fps: float | None = None,
-        frame_size: tuple[int, int] = (112, 112),
-        short_side: int | None = None,
-        num_clips: int = 1,
-        num_crops: Literal[1, 3] = 1,
-        decoder: Literal["decord", "pyav"] = "decord",
         augment: bool = True,
-        flip: bool = True,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        on_error: Literal["raise", "skip"] = "raise",
-        dataset_args: dict[str, Any] | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int = 2,
         pin_memory: bool = False,
         seed: int = 0,
         validate_files: bool = True,
     ) -> None:
-        super().__init__(data, val_data=val_data, test_data=test_data, predict_data=predict_data, classes=classes,
-                         batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, seed=seed, validate_files=validate_files)
-        frame_size = [int(s) for s in frame_size]
-        if len(frame_size) != 2 or min(frame_size) < 1:
-            raise ValueError(f"frame_size {frame_size} must be two positive sizes (H, W)")
-        if frames < 1 or stride < 1 or num_clips < 1 or num_crops < 1:
-            raise ValueError(f"frames ({frames}), stride ({stride}), num_clips ({num_clips}) and num_crops "
-                             f"({num_crops}) must all be >= 1")
-        self.save_hyperparameters()
-        self.frames, self.stride, self.fps = frames, stride, fps
-        self._frame_size = tuple(frame_size)
-        self.short_side = short_side
-        self.num_clips, self.num_crops = num_clips, num_crops
-        self.decoder, self.augment, self.flip = decoder, augment, flip
-        self.mean, self.std, self.on_error = mean, std, on_error
-        self.dataset_args = dict(dataset_args or {})
-        from vit3d.data.video import VideoClipDataset
+        super().__init__(data, dataset=dataset, val_data=val_data, test_data=test_data, predict_data=predict_data,
+                         classes=classes, augment=augment, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, pin_memory=pin_memory, seed=seed, validate_files=validate_files)
+        kw = self.dataset_kwargs
+        size = kw["img_size"]
+        self._frame_size = [int(size)] * 2 if isinstance(size, int) else [int(s) for s in size]
+        self.frames = int(kw["frames"])
 
-        _check_kwargs(VideoClipDataset, self.dataset_args, "data.dataset_args")
+    def split_overrides(self, split: str) -> dict[str, Any]:
+        if split in ("test", "predict"):
+            return {}
+        sampler = "random" if split == "train" and self.augment else "uniform"
+        return {"sampler": sampler, "num_clips": 1, "num_crops": 1}
 
     @property
     def in_chans(self) -> int:
@@ -444,28 +489,8 @@ class VideoDataModule(_ClassificationDataModule):
         """Model input size ``[T, H, W]``: frames per clip and the frame size."""
         return [self.frames, *self._frame_size]
 
-    def dataset_kwargs(self, train: bool, split: str | None = None) -> dict[str, Any]:
-        """Keywords of :class:`vit3d.data.VideoClipDataset` for a training or eval split (multi-view for
-        ``split`` test and predict)."""
-        multi = split in ("test", "predict") and (self.num_clips > 1 or self.num_crops > 1)
-        kwargs: dict[str, Any] = {
-            "frames": self.frames, "stride": self.stride, "fps": self.fps, "img_size": self._frame_size,
-            "short_side": self.short_side, "decoder": self.decoder, "train": train and self.augment,
-            "flip": self.flip, "on_error": self.on_error,
-            "sampler": "random" if train and self.augment else ("multi" if multi else "uniform"),
-            "num_clips": self.num_clips if multi else 1, "num_crops": self.num_crops if multi else 1,
-        }
-        if self.mean is not None:
-            kwargs["mean"] = tuple(self.mean)
-        if self.std is not None:
-            kwargs["std"] = tuple(self.std)
-        return {**kwargs, **self.dataset_args}
-
-    def make_dataset(self, source: str | list[dict[str, Any]], split: str | None, train: bool, *,
-                     stage_split: str = "train", **extra: Any) -> Dataset:
-        from vit3d.data.video import VideoClipDataset
-
-        return VideoClipDataset(source, split=split, **self.dataset_kwargs(train, stage_split), **extra)
-
     def predict_rows(self, files: list[str]) -> list[dict[str, Any]]:
         return [{"path": f} for f in files]
+
+    def input_ids(self, dataset: Dataset) -> list[str]:
+        return [str(row["path"]) for row in _table_rows(dataset)]

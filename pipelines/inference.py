@@ -7,32 +7,96 @@
     probs = bundle.predict_proba(sample["image"][None])  # (1, num_classes)
     bundle.class_names[int(probs.argmax())]
 
-The checkpoint is read with ``torch.load(weights_only=True)``: no code from the file runs. Architecture and
-preprocessing come from the hyperparameters the module and data module saved (``save_hyperparameters``).
+A checkpoint holds its whole run config (what ``LightningCLI`` parsed, with the network stored as its architecture:
+no pretrained file is needed): :func:`run_config` turns it into the ``model`` / ``data`` config that ``vit3d
+validate|test|predict --ckpt_path`` use as defaults, and :func:`load_for_inference` instantiates it through the same
+typed parser. The file is read with ``torch.load(weights_only=True)``: no code from it runs.
 """
 
 from __future__ import annotations
 
-import inspect
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
-from .datamodules import VideoDataModule, VolumeDataModule, _ClassificationDataModule
+from vit3d.errors import CheckpointError, MissingInputError
+
+from .datamodules import _ClassificationDataModule
 from .module import ClassificationModule
 
-__all__ = ["InferenceBundle", "load_for_inference"]
+__all__ = ["InferenceBundle", "load_for_inference", "read_checkpoint", "run_config"]
 
-_DATAMODULES: dict[str, type[_ClassificationDataModule]] = {
-    "pipelines.datamodules.VolumeDataModule": VolumeDataModule,
-    "pipelines.datamodules.VideoDataModule": VideoDataModule,
-}
-# Keywords of ClassificationModule that define the network (the rest only matter for training).
-_ARCH_KEYS = ("model", "model_args", "pretrained", "num_classes", "in_chans", "img_size", "class_names")
+# Where the data module reads its training files: not needed (and often absent) where inference runs.
+_DATA_PATHS = ("data", "val_data", "test_data", "predict_data")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict stored in a ``vit3d fit`` checkpoint, read without running code from it.
+
+    Raises:
+        MissingInputError: no such file.
+        CheckpointError: unreadable, refused (it holds Python objects other than tensors and plain data), or not
+            written by ``vit3d fit``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError("checkpoint not found", file=path,
+                                fix="pass a .ckpt written by `vit3d fit` (<default_root_dir>/checkpoints/best.ckpt)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError("refused: the file holds Python objects that only an unsafe load would run",
+                              file=path, fix="use a checkpoint written by `vit3d fit`; vit3d never loads such "
+                                             "files unsafely") from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"cannot read the checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'truncated'})", file=path,
+                              fix="the file is truncated or not a PyTorch checkpoint; use another one") from err
+    missing = [k for k in ("state_dict", "hyper_parameters", "datamodule_hyper_parameters")
+               if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"not a `vit3d fit` checkpoint: it lacks {missing}", file=path,
+                              fix="a bare weights file loads with vit3d.load_model or "
+                                  "vit3d.create_model(name, pretrained=...)")
+    return ckpt
+
+
+def run_config(ckpt_path: str | Path, *, stage: Literal["validate", "test", "predict"] = "predict",
+               ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``{"model": ..., "data": ...}`` config a checkpoint was trained with, ready for the CLI parser.
+
+    Args:
+        ckpt_path: a ``.ckpt`` written by ``vit3d fit``.
+        stage: ``predict`` drops the training data paths (the files to predict are given instead);
+            ``validate``/``test`` keep them.
+        ckpt: the already-read checkpoint, if at hand.
+    """
+    ckpt = read_checkpoint(ckpt_path) if ckpt is None else ckpt
+    model = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    net = model.get("net")
+    if isinstance(net, dict):
+        # The data module links these into the network again; a value here would be a second source.
+        init = {k: v for k, v in (net.get("init_args") or {}).items()
+                if k not in ("num_classes", "in_chans", "img_size")}
+        model["net"] = {**net, "init_args": init}
+    data_hp = dict(ckpt["datamodule_hyper_parameters"])
+    class_path = data_hp.pop("_class_path", None)
+    data_hp = {k: v for k, v in data_hp.items() if not k.startswith("_")}
+    if stage == "predict":
+        for key in _DATA_PATHS:
+            data_hp.pop(key, None)
+    if model.get("class_names"):
+        data_hp["classes"] = list(model["class_names"])
+    config: dict[str, Any] = {"model": model}
+    if class_path is not None:
+        config["data"] = {"class_path": class_path, "init_args": data_hp}
+    return config
 
 
 @dataclass
@@ -46,10 +110,9 @@ class InferenceBundle:
         preprocess: ``path -> sample dict`` with the training run's eval preprocessing: ``image`` ``(C, *spatial)``
             (a MONAI MetaTensor for volumes, so maps can be inverted to the file's grid), ``label`` -1, ``id``,
             ``view``.
-        datamodule: the rebuilt data module (its ``dataset_kwargs(train=False)`` are the preprocessing keywords).
+        datamodule: the rebuilt data module (``datamodule.dataset_kwargs`` are the preprocessing keywords).
         module: the rebuilt :class:`ClassificationModule` holding ``model``.
-        hparams: the module's saved hyperparameters.
-        data_hparams: the data module's saved hyperparameters.
+        config: the run config the checkpoint holds (:func:`run_config`).
     """
 
     model: nn.Module
@@ -58,8 +121,7 @@ class InferenceBundle:
     preprocess: Callable[[str | Path], dict[str, Any]]
     datamodule: _ClassificationDataModule
     module: ClassificationModule
-    hparams: dict[str, Any] = field(default_factory=dict)
-    data_hparams: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def img_size(self) -> list[int]:
@@ -82,71 +144,41 @@ class InferenceBundle:
         return dict(zip(self.class_names, probs.tolist(), strict=True))
 
 
-def _datamodule_class(hparams: dict[str, Any]) -> type[_ClassificationDataModule]:
-    path = hparams.get("_class_path")
-    if path in _DATAMODULES:
-        return _DATAMODULES[path]
-    if path is None:  # saved outside LightningCLI: tell the kinds apart by their keywords
-        return VideoDataModule if "frames" in hparams else VolumeDataModule
-    raise ValueError(f"the checkpoint's data module {path!r} is not one of {sorted(_DATAMODULES)}; "
-                     "load_for_inference rebuilds only vit3d's data modules")
-
-
-def _keep_params(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in hparams.items() if k in params and k != "self"}
-
-
 def load_for_inference(ckpt_path: str | Path, *, map_location: str | torch.device = "cpu") -> InferenceBundle:
-    """Rebuild the model and its eval preprocessing from a ``vit3d fit`` checkpoint.
+    """Rebuild the network and its eval preprocessing from a ``vit3d fit`` checkpoint alone.
 
     Args:
         ckpt_path: a ``.ckpt`` written by ``vit3d fit`` (``best.ckpt``/``last.ckpt``).
         map_location: device for the weights.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a vit3d Lightning checkpoint (the message says what is missing).
+        MissingInputError: no such file.
+        CheckpointError: the file is not a readable ``vit3d fit`` checkpoint (the message says why).
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a .ckpt written by `vit3d fit` "
-                                "(e.g. <default_root_dir>/checkpoints/best.ckpt)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    missing = [k for k in ("state_dict", "hyper_parameters", "datamodule_hyper_parameters") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; it is not a checkpoint written by `vit3d fit` (a bare weights "
-                         "file loads with vit3d.load_model or vit3d.create_model(pretrained=...))")
-    hparams, data_hparams = dict(ckpt["hyper_parameters"]), dict(ckpt["datamodule_hyper_parameters"])
-    arch = {k: hparams[k] for k in _ARCH_KEYS if k in hparams}
-    if arch.get("model") is not None:
-        arch["pretrained"] = None  # the checkpoint holds every weight; the start point is not needed
-    module = ClassificationModule(**arch, lr_scheduler=None)
+    ckpt = read_checkpoint(ckpt_path)
+    config = run_config(ckpt_path, stage="predict", ckpt=ckpt)
+    data_cfg = config["data"]
+    datamodule = instantiate_module(_ClassificationDataModule, {"_class_path": data_cfg["class_path"],
+                                                                **data_cfg["init_args"]})
+    model_cfg = dict(config["model"])
+    net = dict(model_cfg["net"])
+    net["init_args"] = {**net["init_args"], "num_classes": datamodule.num_classes,
+                        "in_chans": datamodule.in_chans, "img_size": datamodule.img_size}
+    model_cfg.update(net=net, lr_scheduler=None)
+    module = instantiate_module(ClassificationModule, model_cfg)
     module.load_state_dict(ckpt["state_dict"], strict=True)
-    module.eval()
+    module.to(map_location).eval()
     class_names = list(module.class_names)
-
-    dm_cls = _datamodule_class(data_hparams)
-    dm_args = _keep_params(dm_cls, data_hparams)
-    for key in ("data", "val_data", "test_data", "predict_data"):
-        dm_args.pop(key, None)  # the training files need not exist where inference runs
-    dm_args.update(classes=class_names, validate_files=False)
-    datamodule = dm_cls(**dm_args)
-
-    if isinstance(datamodule, VolumeDataModule):
-        from vit3d.data.volume import VolumeDataset
-
-        dataset = VolumeDataset([], **datamodule.dataset_kwargs(train=False))
+    overrides = datamodule.split_overrides("predict")
+    if datamodule.kind == "volume":
+        dataset = datamodule.dataset([], split=None, classes=class_names, train=False, **overrides)
 
         def preprocess(file: str | Path) -> dict[str, Any]:
             return dataset.load_one(file)
     else:
         def preprocess(file: str | Path) -> dict[str, Any]:
-            sample = datamodule.make_dataset([{"path": str(file)}], None, False, stage_split="val",
-                                             classes=class_names)[0]
-            if sample is None:
-                raise ValueError(f"could not read {file}; see the log for the reason")
-            return sample
+            rows = datamodule.predict_rows([str(file)])
+            return datamodule.dataset(rows, split=None, classes=class_names, train=False, **overrides)[0]
 
-    return InferenceBundle(model=module.model, class_names=class_names, kind=datamodule.kind, preprocess=preprocess,
-                           datamodule=datamodule, module=module, hparams=hparams, data_hparams=data_hparams)
+    return InferenceBundle(model=module.model, class_names=class_names, kind=datamodule.kind,  # type: ignore
+                           preprocess=preprocess, datamodule=datamodule, module=module, config=config)

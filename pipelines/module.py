@@ -1,20 +1,20 @@
-"""``ClassificationModule``: any vit3d model, injected optimiser and scheduler, metrics for volumes and clips.
+"""``ClassificationModule``: any network, injected optimiser and scheduler, metrics for volumes and clips.
 
-The LightningModule receives a plain ``nn.Module`` (or builds one from the registry) and optimiser / scheduler
-callables, as Lightning recommends; ``num_classes``, ``in_chans`` and ``img_size`` arrive from the data module through
-``LightningCLI.link_arguments`` so each is written once.
+The LightningModule receives a plain ``nn.Module`` and optimiser / scheduler callables, as Lightning recommends. In
+configs the network is ``class_path`` + typed ``init_args`` (a registry preset from :mod:`pipelines.networks`, a
+family class, or any ``nn.Module``), and ``num_classes``, ``in_chans`` and ``img_size`` arrive in its ``init_args``
+from the data module through ``LightningCLI.link_arguments``, so each is written once.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -23,53 +23,14 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-import vit3d
-from vit3d.models.registry import build_model, is_model
+from vit3d.data import average_views
+from vit3d.errors import ConfigError
 
 from .mixup import Mixup
+from .networks import network_config
 from .schedulers import WarmupCosineLR
 
-__all__ = ["ClassificationModule", "aggregate_views", "build_network", "classification_metrics", "layer_ids",
-           "param_groups"]
-
-
-# ---------------------------------------------------------------------- model construction
-def build_network(model: str | None, *, model_args: dict[str, Any] | None = None, pretrained: str | None = None,
-                  num_classes: int | None = None, in_chans: int | None = None,
-                  img_size: int | Sequence[int] | None = None) -> nn.Module:
-    """Build ``model`` (a registry name or a dotted class path) with ``model_args`` and the data-given sizes.
-
-    ``num_classes``, ``in_chans`` and ``img_size`` come from the data module; repeating one of them in
-    ``model_args`` with another value is an error rather than a silent override.
-
-    Raises:
-        ValueError: unknown model name (with the nearest names), unknown keyword, a clash with the data's sizes, or
-            a class path that does not import.
-    """
-    args = dict(model_args or {})
-    linked = {"num_classes": num_classes, "in_chans": in_chans,
-              "img_size": tuple(img_size) if isinstance(img_size, (list, tuple)) else img_size}
-    linked = {k: v for k, v in linked.items() if v is not None}
-    for key, value in linked.items():
-        if key in args:
-            given = tuple(args[key]) if isinstance(args[key], (list, tuple)) else args[key]
-            if given != value:
-                raise ValueError(f"model_args.{key}={args[key]!r} disagrees with the data module's {key}={value!r}; "
-                                 f"remove {key} from model_args: the data module sets it")
-    kwargs = {**args, **linked}
-    if pretrained is not None or model is None or is_model(model):
-        return vit3d.create_model(model, pretrained=pretrained, **kwargs)
-    if "." in model:
-        module_name, _, cls_name = model.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"model={model!r} is neither a registered model nor an importable class path "
-                             f"({err}); see `vit3d models` for the registered names") from err
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ValueError(f"model={model!r} is not an nn.Module class")
-        return build_model(cls, {}, kwargs, name=model)
-    return vit3d.create_model(model, **kwargs)  # raises the registry's "unknown model ... did you mean" error
+__all__ = ["ClassificationModule", "classification_metrics", "labels_per_id", "layer_ids", "param_groups"]
 
 
 # ---------------------------------------------------------------------- parameter groups
@@ -79,7 +40,8 @@ def _blocks(model: nn.Module) -> tuple[str, nn.Module]:
         if name.rsplit(".", 1)[-1] == "blocks" and isinstance(module, (nn.ModuleList, nn.Sequential)):
             return name, module
     raise ValueError(f"{type(model).__name__} has no `blocks` ModuleList/Sequential; layer_decay and "
-                     "train_last_blocks need a model built from a stack of blocks (ViT, CCT). Unset them for this model")
+                     "train_last_blocks need a model built from a stack of blocks (ViT, CCT). Unset them for this "
+                     "model")
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
@@ -173,29 +135,18 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[st
     return out
 
 
-def aggregate_views(ids: Sequence[str], probs: torch.Tensor,
-                    labels: torch.Tensor) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Average the probabilities of every view (clip, crop) of the same id, in order of first appearance.
-
-    Returns:
-        ``(unique_ids, mean_probs (M, C), labels (M,))``.
+def labels_per_id(ids: list[str], labels: torch.Tensor, order: list[str]) -> torch.Tensor:
+    """The label of each id of ``order`` (the unique ids :func:`vit3d.data.average_views` returns).
 
     Raises:
         ValueError: when the views of one id carry different labels.
     """
-    order: dict[str, int] = {}
-    for i in ids:
-        order.setdefault(i, len(order))
-    index = torch.tensor([order[i] for i in ids], dtype=torch.long)
-    sums = torch.zeros(len(order), probs.shape[1], dtype=torch.float64).index_add_(0, index, probs.double())
-    counts = torch.bincount(index, minlength=len(order)).double()
-    out_labels = torch.full((len(order),), -2, dtype=torch.long)
-    out_labels[index] = labels.long()
-    mismatch = out_labels[index] != labels.long()
-    if mismatch.any():
-        bad = ids[int(mismatch.nonzero()[0])]
-        raise ValueError(f"views of {bad!r} carry different labels; every view of an id must share its label")
-    return list(order), (sums / counts[:, None]).float(), out_labels
+    seen: dict[str, int] = {}
+    for i, label in zip(ids, labels.tolist(), strict=True):
+        if seen.setdefault(i, label) != label:
+            raise ValueError(f"views of {i!r} carry labels {seen[i]} and {label}; every view of an id must share "
+                             "its label")
+    return torch.tensor([seen[i] for i in order], dtype=torch.long)
 
 
 def _gather_objects(obj: Any) -> list[Any]:
@@ -209,16 +160,13 @@ def _gather_objects(obj: Any) -> list[Any]:
 
 # ---------------------------------------------------------------------- the LightningModule
 class ClassificationModule(pl.LightningModule):
-    """Classification of volumes or clips with any vit3d model.
+    """Classification of volumes or clips with any network.
 
     Args:
-        model: a registered name (``vit3d models``), a dotted class path, or an ``nn.Module`` (Python use only).
-        model_args: constructor keywords for ``model`` (``embed_dim``, ``depth``, ``patch_size``, ``drop_path_rate``...).
-        pretrained: weights to start from: a 2D checkpoint or a ``vit3d inflate`` safetensors file (with
-            ``model: null`` the architecture comes from the file).
-        num_classes: classifier outputs; linked from the data module.
-        in_chans: input channels; linked from the data module.
-        img_size: spatial input size ``(D, H, W)`` or ``(T, H, W)``; linked from the data module.
+        net: the network, ``(B, C, *spatial)`` -> logits ``(B, num_classes)``. In configs a ``class_path`` with
+            typed ``init_args``: ``pipelines.networks.<preset>`` (any ``vit3d models`` name, with ``pretrained``),
+            ``pipelines.networks.Pretrained`` (architecture from a ``vit3d inflate`` file), a family class
+            (``vit3d.models.VisionTransformer``, ``vit3d.models.CCT``) or any importable ``nn.Module``.
         class_names: class names in label order; linked from the data module and saved for inference.
         optimizer: optimiser callable taking parameter groups (AdamW by default; set ``lr`` and ``weight_decay``
             in its ``init_args``).
@@ -240,13 +188,8 @@ class ClassificationModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: str | nn.Module | None = "vit_tiny_patch16_3d",
+        net: nn.Module,
         *,
-        model_args: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        num_classes: int | None = None,
-        in_chans: int | None = None,
-        img_size: int | list[int] | None = None,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosineLR,
@@ -263,26 +206,29 @@ class ClassificationModule(pl.LightningModule):
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"] if isinstance(model, nn.Module)
-                                  else ["optimizer", "lr_scheduler"])
-        if lr_scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"lr_scheduler_interval={lr_scheduler_interval!r} must be 'step' or 'epoch'")
-        if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} entries but num_classes={num_classes}")
-        if isinstance(model, nn.Module):
-            net = model
-            given = getattr(net, "num_classes", None)
-            if num_classes is not None and given is not None and given != num_classes:
-                raise ValueError(f"the model has {given} outputs but the data has {num_classes} classes; "
-                                 "call model.reset_classifier(num_classes) or build it with num_classes")
-        else:
-            net = build_network(model, model_args=model_args, pretrained=pretrained, num_classes=num_classes,
-                                in_chans=in_chans, img_size=img_size)
-        self.model = net
-        self.num_classes = int(num_classes if num_classes is not None else net.num_classes)
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
+        given = _given_hyperparameters.get()  # the config LightningCLI parsed, when it built this module
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        # A checkpoint must rebuild the network alone: store its architecture (no pretrained file needed) when
+        # vit3d can describe it, else the config it was built from.
+        net_config = network_config(net) or (given or {}).get("net")
+        if net_config is not None:
+            self.hparams["net"] = net_config
+        num_classes = getattr(net, "num_classes", None)
+        if num_classes is None:
+            if class_names is None:
+                raise ConfigError(f"{type(net).__name__} has no num_classes attribute and no class_names were given",
+                                  fix="pass class_names (the data module links them in configs)")
+            num_classes = len(class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(f"the network has {num_classes} outputs but there are {len(class_names)} classes "
+                              f"{class_names}", fix="build the network with num_classes=len(class_names)")
+        self.num_classes = int(num_classes)
         if self.num_classes < 2:
-            raise ValueError(f"classification needs at least 2 classes, got num_classes={self.num_classes}")
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
+            raise ConfigError(f"classification needs at least 2 classes, got num_classes={self.num_classes}")
+        self.model = net
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
         self.optimizer_factory = optimizer
@@ -297,18 +243,26 @@ class ClassificationModule(pl.LightningModule):
         if train_last_blocks is not None or layer_decay is not None:
             param_groups(net, layer_decay=layer_decay, train_last_blocks=train_last_blocks)  # fail fast, freeze now
         self._outputs: dict[str, list[dict[str, Any]]] = {}
+        self.skipped: dict[str, int] = {}  # stage -> samples skipped while loading (data on_error=skip)
 
     # ------------------------------------------------------------------ forward and training
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> logits ``(B, num_classes)``."""
         return self.model(x)
 
+    def _count_failed(self, stage: str, batch: dict[str, Any] | None) -> bool:
+        """Count the batch's skipped samples; False when nothing is left to compute."""
+        failed = [] if batch is None else batch.get("failed", [])
+        if failed:
+            self.skipped[stage] = self.skipped.get(stage, 0) + len(failed)
+        return batch is not None and "image" in batch
+
     def _mix_generator(self, batch_idx: int) -> torch.Generator:
         seed = ((self.mix_seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx) * 131 + self.global_rank
         return torch.Generator().manual_seed(seed % 2**63)
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
-        if "image" not in batch:  # every sample of the batch was skipped (data.on_error=skip)
+        if not self._count_failed("train", batch):  # every sample of the batch was skipped (on_error=skip)
             return None
         x, y = batch["image"], batch["label"]
         if (y < 0).any():
@@ -326,9 +280,15 @@ class ClassificationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        # Samples the loader skipped this epoch (unreadable, on_error=skip): in the logs next to the loss.
+        self.log("train/skipped", float(self.skipped.pop("train", 0)), on_step=False, on_epoch=True,
+                 reduce_fx="sum", sync_dist=True)
+
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, stage: str, batch: dict[str, Any] | None) -> None:
-        if "image" not in batch:
+        outputs = self._outputs.setdefault(stage, [])
+        if not self._count_failed(stage, batch):
             return
         logits = self(batch["image"]).float()
         y = batch["label"]
@@ -336,28 +296,31 @@ class ClassificationModule(pl.LightningModule):
         if labelled.any():
             loss = F.cross_entropy(logits[labelled], y[labelled])
             self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=int(labelled.sum()), sync_dist=True)
-        self._outputs.setdefault(stage, []).append({
-            "id": list(batch["id"]), "probs": logits.softmax(-1).cpu(), "label": y.cpu()})
+        outputs.append({"id": list(batch["id"]), "logits": logits.cpu(), "label": y.cpu()})
 
     def _eval_epoch_end(self, stage: str) -> None:
         outputs = self._outputs.pop(stage, [])
+        skipped = self.skipped.pop(stage, 0)
         local = {"id": [i for o in outputs for i in o["id"]],
-                 "probs": torch.cat([o["probs"] for o in outputs]) if outputs else torch.zeros(0, self.num_classes),
-                 "label": torch.cat([o["label"] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long)}
+                 "logits": torch.cat([o["logits"] for o in outputs]) if outputs else torch.zeros(0, self.num_classes),
+                 "label": torch.cat([o["label"] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long),
+                 "skipped": skipped}
         parts = _gather_objects(local)
         ids = [i for p in parts for i in p["id"]]
-        if not ids or self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:
             return
-        probs, labels = torch.cat([p["probs"] for p in parts]), torch.cat([p["label"] for p in parts])
-        # Multi-view testing (and padded distributed samplers): average every view of an id first.
-        uids, probs, labels = aggregate_views(ids, probs, labels)
-        keep = labels >= 0
-        if not keep.any():
-            return
-        metrics = classification_metrics(probs[keep], labels[keep])
-        if len(uids) < len(ids) and stage == "test":
-            clip = classification_metrics(torch.cat([p["probs"] for p in parts]), torch.cat([p["label"] for p in parts]))
-            metrics["clip_acc"] = clip["acc"]
+        metrics: dict[str, Any] = {"skipped": float(sum(p["skipped"] for p in parts))}
+        if ids:
+            logits, labels = torch.cat([p["logits"] for p in parts]), torch.cat([p["label"] for p in parts])
+            # Multi-view testing (and padded distributed samplers): average every view of an id first.
+            uids, probs = average_views(logits, ids)
+            vid_labels = labels_per_id(ids, labels, uids)
+            keep = vid_labels >= 0
+            if keep.any():
+                metrics.update(classification_metrics(probs[keep], vid_labels[keep]))
+                metrics["samples"] = float(int(keep.sum()))
+                if len(uids) < len(ids) and stage == "test":
+                    metrics["clip_acc"] = classification_metrics(logits.softmax(-1), labels)["acc"]
         # Every rank holds the same gathered values, so no further reduction is needed.
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=stage == "val",
                       rank_zero_only=False, sync_dist=False)
@@ -375,10 +338,11 @@ class ClassificationModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> dict[str, Any]:
-        if "image" not in batch:
-            return {"id": [], "probs": torch.zeros(0, self.num_classes), "label": torch.zeros(0, dtype=torch.long)}
-        probs = self(batch["image"]).float().softmax(-1).cpu()
-        return {"id": list(batch["id"]), "probs": probs, "label": batch["label"].cpu()}
+        """``{"id", "logits", "failed"}``: the logits of the batch's good samples and the inputs that failed."""
+        failed = [] if batch is None else list(batch.get("failed", []))
+        if batch is None or "image" not in batch:
+            return {"id": [], "logits": torch.zeros(0, self.num_classes), "failed": failed}
+        return {"id": list(batch["id"]), "logits": self(batch["image"]).float().cpu(), "failed": failed}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -412,7 +376,3 @@ class ClassificationModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.mix_seed = checkpoint.get("vit3d", {}).get("mix_seed", self.mix_seed)
 
-
-def trainable_parameters(module: nn.Module) -> Iterable[nn.Parameter]:
-    """The parameters that receive gradients (after ``train_last_blocks`` froze the rest)."""
-    return (p for p in module.parameters() if p.requires_grad)

@@ -3,11 +3,14 @@
 from vit3d.factory import create_model
 from vit3d.models import VisionTransformer, list_models, register_model
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 
 def load_model(path, **overrides):  # noqa: ANN001, ANN201 - thin re-export, documented in vit3d.weights
-    """Rebuild a model from a vit3d safetensors file (``vit3d inflate`` output); see :func:`vit3d.weights.load_model`."""
+    """Rebuild a model from a vit3d safetensors file (``vit3d inflate`` output).
+
+    See :func:`vit3d.weights.load_model`.
+    """
     from vit3d.weights import load_model as _load_model
 
     return _load_model(path, **overrides)

@@ -11,9 +11,13 @@ import json
 import sys
 from pathlib import Path
 
+from vit3d.errors import ConfigError
+
+from . import CommandParser
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vit3d bench", description=__doc__,
+    p = CommandParser(prog="vit3d bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a registered model name (see `vit3d models`)")
     p.add_argument("--input", default="3x16x112x112", help="C x spatial sizes, e.g. 3x16x112x112 or 1x96x96x96")
@@ -41,9 +45,9 @@ def main(argv: list[str]) -> int:
     import vit3d
     from vit3d.bench import benchmark_model, parse_input
 
-    c, spatial = parse_input(args.input)
     if args.batch < 1:
-        raise ValueError(f"--batch {args.batch} must be at least 1")
+        raise ConfigError(f"--batch {args.batch} must be at least 1")
+    c, spatial = parse_input(args.input)
     overrides = dict(img_size=spatial, in_chans=c, num_classes=args.num_classes, spatial_dims=len(spatial),
                      patch_drop_rate=args.patch_drop_rate)
     if args.depth is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError, MissingInputError
 from vit3d.explain import (
     explain,
     normalize_map,
@@ -34,6 +35,8 @@ from vit3d.explain import (
     save_montage,
     save_nifti,
 )
+
+from . import CommandParser
 
 __all__ = ["ExplainResult", "explain_sample", "main"]
 
@@ -177,7 +180,7 @@ def _mask_in_model_space(path: str | Path, image: Any) -> torch.Tensor:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vit3d explain",
+    p = CommandParser(prog="vit3d explain",
                                 description="Where did a trained model look in one volume or clip: attention maps "
                                             "(rollout or last layer) written as a NIfTI overlay on the input's grid, "
                                             "a PNG montage and, for clips, a GIF/mp4.")
@@ -205,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("ckpt", "input"):
         path = Path(getattr(args, name))
         if not path.exists():
-            raise FileNotFoundError(f"--{name} {path} does not exist; check the path")
+            raise MissingInputError(f"--{name} does not exist", file=path, fix="check the path")
     if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha {args.alpha} must be in [0, 1]")
+        raise ConfigError(f"--alpha {args.alpha} must be in [0, 1]")
     if not 0.0 <= args.floor < 1.0:
-        raise ValueError(f"--floor {args.floor} must be a quantile in [0, 1)")
+        raise ConfigError(f"--floor {args.floor} must be a quantile in [0, 1)")
     from pipelines.inference import load_for_inference
 
     model, classes, kind, preprocess = _unpack(load_for_inference(args.ckpt))

@@ -11,15 +11,16 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vit3d.weights import FORMATS, inflate_file
+
+from . import CommandParser
 
 __all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vit3d inflate", description=__doc__.split("\n\n")[0],
+    p = CommandParser(prog="vit3d inflate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="2D checkpoint: file (.safetensors, .pth, .bin, .npz) or HF directory")
     p.add_argument("--out", required=True, help="output .safetensors path")
@@ -44,14 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     hints = {"num_heads": args.num_heads} if args.num_heads else {}
-    try:
-        result = inflate_file(args.source, args.out, frames=args.frames, tubelet=args.tubelet,
-                              img_size=tuple(args.img_size) if args.img_size else None, in_chans=args.in_chans,
-                              num_classes=args.num_classes, method=args.method, pos=args.pos, format=args.format,
-                              **hints)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"vit3d inflate: error: {err}", file=sys.stderr)
-        return 2
+    result = inflate_file(args.source, args.out, frames=args.frames, tubelet=args.tubelet,
+                          img_size=tuple(args.img_size) if args.img_size else None, in_chans=args.in_chans,
+                          num_classes=args.num_classes, method=args.method, pos=args.pos, format=args.format,
+                          **hints)
     print(result.report)
     cfg = result.config
     print(f"wrote {args.out}: img_size {tuple(cfg['img_size'])}, patch_size {tuple(cfg['patch_size'])}, "

@@ -10,7 +10,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import sys
@@ -22,7 +21,10 @@ from rich.table import Table
 from torch import nn
 
 from vit3d import VisionTransformer, create_model, list_models
+from vit3d.errors import ConfigError
 from vit3d.models import is_model
+
+from . import CommandParser
 
 __all__ = ["describe_model", "main"]
 
@@ -58,7 +60,7 @@ def _fmt(value: Any) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="vit3d models", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="vit3d models", description=__doc__.split("\n\n")[0])
     p.add_argument("name", nargs="?", default=None, help="a model name (details) or a shell pattern (filter)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
@@ -67,9 +69,8 @@ def main(argv: list[str]) -> int:
     if args.name and not any(c in args.name for c in "*?["):
         if not is_model(args.name):
             close = difflib.get_close_matches(args.name, list_models(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; run `vit3d models` to list them"
-            print(f"vit3d models: unknown model {args.name!r}{hint}", file=sys.stderr)
-            return 2
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown model {args.name!r}{hint}", fix="run `vit3d models` to list them")
         info = describe_model(args.name)
         if args.json:
             print(json.dumps(info, default=list, indent=2))
@@ -85,8 +86,7 @@ def main(argv: list[str]) -> int:
 
     names = list_models(args.name or "*")
     if not names:
-        print(f"vit3d models: no model matches {args.name!r}; run `vit3d models` to list them", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no model matches {args.name!r}", fix="run `vit3d models` to list them")
     rows = [describe_model(n) for n in names]
     if args.json:
         print(json.dumps(rows, default=list, indent=2))

@@ -26,11 +26,12 @@ def test_two_process_ddp_ranks_agree(tmp_path: Path) -> None:
                     "log_every_n_steps": 1, "default_root_dir": str(tmp_path / "run"),
                     "callbacks": [{"class_path": "vit3d_test_probes.WeightsHash",
                                    "init_args": {"out_dir": str(tmp_path / "hashes")}}]},
-        "model": {"model": "vit_tiny_patch16_3d",
-                  "model_args": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": [4, 8, 8]},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d",
+                          "init_args": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": [4, 8, 8]}},
                   "mixup_alpha": 0.4},
         "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
-                 "init_args": {"data": str(csv_path), "img_size": [16, 32, 32], "batch_size": 2, "num_workers": 0}},
+                 "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 2,
+                               "num_workers": 0}},
     }
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump(config))

@@ -1,4 +1,4 @@
-"""ClassificationModule pieces: model building, parameter groups, freezing, metrics and view averaging."""
+"""ClassificationModule pieces: the injected network, parameter groups, freezing, metrics and per-id labels."""
 
 from __future__ import annotations
 
@@ -9,45 +9,59 @@ from torch import nn
 
 from pipelines.module import (
     ClassificationModule,
-    aggregate_views,
-    build_network,
     classification_metrics,
+    labels_per_id,
     layer_ids,
     param_groups,
 )
+from pipelines.networks import preset_class
+from vit3d.errors import ConfigError
 
 TINY = {"embed_dim": 32, "depth": 3, "num_heads": 2, "patch_size": (4, 8, 8)}
 
 
+def build_network(**kwargs) -> nn.Module:
+    return preset_class("vit_tiny_patch16_3d")(**TINY, img_size=[8, 16, 16], **kwargs)
+
+
 def _module(**kwargs) -> ClassificationModule:
-    return ClassificationModule("vit_tiny_patch16_3d", model_args=TINY, num_classes=3, in_chans=1,
-                                img_size=[8, 16, 16], **kwargs)
+    return ClassificationModule(build_network(num_classes=3, in_chans=1), **kwargs)
 
 
-def test_build_network_from_name_and_class_path() -> None:
-    a = build_network("vit_tiny_patch16_3d", model_args=TINY, num_classes=3, in_chans=2, img_size=[8, 16, 16])
-    b = build_network("vit3d.models.vit.VisionTransformer", model_args=TINY, num_classes=3, in_chans=2,
-                      img_size=[8, 16, 16])
-    x = torch.randn(2, 2, 8, 16, 16)
-    assert a(x).shape == b(x).shape == (2, 3)
-    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+def test_module_takes_any_network_and_checks_it_against_the_classes() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    m = ClassificationModule(net, class_names=["a", "b", "c"])
+    assert m.num_classes == 3 and m(torch.randn(2, 8)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="no num_classes attribute"):
+        ClassificationModule(nn.Linear(8, 3))
+    with pytest.raises(ConfigError, match="3 outputs but there are 2 classes"):
+        ClassificationModule(build_network(num_classes=3), class_names=["a", "b"])
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        ClassificationModule(build_network(num_classes=1))
 
 
-def test_build_network_errors_say_what_to_change() -> None:
-    with pytest.raises(ValueError, match="did you mean"):
-        build_network("vit_tiny_patch16_3", num_classes=2)
-    with pytest.raises(ValueError, match="emb_dim"):
-        build_network("vit_tiny_patch16_3d", model_args={"emb_dim": 32})
-    with pytest.raises(ValueError, match="remove num_classes from model_args"):
-        build_network("vit_tiny_patch16_3d", model_args={**TINY, "num_classes": 5}, num_classes=2)
-    with pytest.raises(ValueError, match="not divisible"):
-        build_network("vit_tiny_patch16_3d", model_args=TINY, img_size=[8, 16, 20])
-    with pytest.raises(ValueError, match="importable class path"):
-        build_network("no.such.Model")
+def test_checkpoint_hparams_hold_a_rebuildable_network() -> None:
+    m = _module()
+    net = m.hparams["net"]
+    assert net["class_path"] == "pipelines.networks.vit_tiny_patch16_3d"
+    assert net["init_args"]["embed_dim"] == 32 and net["init_args"]["patch_size"] == [4, 8, 8]
+    rebuilt = preset_class("vit_tiny_patch16_3d")(**net["init_args"])
+    rebuilt.load_state_dict(m.model.state_dict(), strict=True)
+    x = torch.randn(1, 1, 8, 16, 16)
+    assert torch.equal(rebuilt.eval()(x), m.model.eval()(x))
+
+
+def test_backward_reaches_every_parameter() -> None:
+    m = _module()
+    batch = {"image": torch.randn(4, 1, 8, 16, 16), "label": torch.tensor([0, 1, 2, 0]), "failed": []}
+    m.log = lambda *a, **k: None  # no trainer attached
+    m.training_step(batch, 0).backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_layer_ids_cover_embedding_blocks_and_head() -> None:
-    net = build_network("vit_tiny_patch16_3d", model_args=TINY, num_classes=3, img_size=[8, 16, 16])
+    net = build_network(num_classes=3)
     ids, depth = layer_ids(net)
     assert depth == 3
     assert ids["cls_token"] == ids["pos_embed"] == ids["patch_embed.proj.weight"] == 0
@@ -56,7 +70,7 @@ def test_layer_ids_cover_embedding_blocks_and_head() -> None:
 
 
 def test_layer_decay_lr_scales_and_no_decay_groups() -> None:
-    net = build_network("vit_tiny_patch16_3d", model_args=TINY, num_classes=3, img_size=[8, 16, 16])
+    net = build_network(num_classes=3)
     groups = param_groups(net, layer_decay=0.5)
     ids, depth = layer_ids(net)
     by_param = {id(p): g for g in groups for p in g["params"]}
@@ -111,21 +125,31 @@ def test_metrics_match_sklearn() -> None:
         assert float(got["auroc"]) == pytest.approx(ref, abs=1e-5)
 
 
-def test_aggregate_views_averages_per_id() -> None:
+def test_labels_per_id_follow_the_averaged_views() -> None:
+    from vit3d.data import average_views
+
     ids = ["a", "b", "a", "c", "b", "a"]
-    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.5, 0.5], [0.4, 0.6], [0.6, 0.4]])
+    logits = torch.randn(6, 2)
     labels = torch.tensor([0, 1, 0, -1, 1, 0])
-    uids, mean, lab = aggregate_views(ids, probs, labels)
+    uids, mean = average_views(logits, ids)
     assert uids == ["a", "b", "c"]
-    assert torch.allclose(mean[0], probs[[0, 2, 5]].mean(0)) and torch.allclose(mean[1], probs[[1, 4]].mean(0))
-    assert lab.tolist() == [0, 1, -1]
-    with pytest.raises(ValueError, match="different labels"):
-        aggregate_views(["a", "a"], probs[:2], torch.tensor([0, 1]))
+    assert torch.allclose(mean[0], logits[[0, 2, 5]].softmax(-1).mean(0))
+    assert labels_per_id(ids, labels, uids).tolist() == [0, 1, -1]
+    with pytest.raises(ValueError, match="carry labels 0 and 1"):
+        labels_per_id(["a", "a"], torch.tensor([0, 1]), ["a"])
+
+
+def test_skipped_samples_are_counted_and_an_all_failed_batch_is_skipped() -> None:
+    m = _module()
+    m.log = lambda *a, **k: None
+    assert m.training_step({"failed": ["x", "y"]}, 0) is None
+    assert m.training_step(None, 1) is None
+    assert m.skipped == {"train": 2}
 
 
 def test_training_step_with_mixup_is_deterministic_per_batch() -> None:
     m = _module(mixup_alpha=0.8, cutmix_alpha=1.0, mix_seed=3)
-    batch = {"image": torch.randn(4, 1, 8, 16, 16), "label": torch.tensor([0, 1, 2, 0])}
+    batch = {"image": torch.randn(4, 1, 8, 16, 16), "label": torch.tensor([0, 1, 2, 0]), "failed": []}
     m.log = lambda *a, **k: None  # no trainer attached
     a, b = m.training_step(batch, 5), m.training_step(batch, 5)
     assert torch.equal(a, b) and a.requires_grad

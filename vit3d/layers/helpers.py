@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from vit3d.errors import ConfigError
+
 
 def to_ntuple(value: int | Sequence[int], n: int, name: str = "value") -> tuple[int, ...]:
     """Return ``value`` as a tuple of ``n`` ints, broadcasting a scalar.
@@ -17,10 +19,10 @@ def to_ntuple(value: int | Sequence[int], n: int, name: str = "value") -> tuple[
     else:
         out = tuple(int(v) for v in value)
         if len(out) != n:
-            raise ValueError(f"{name} {tuple(value)} has {len(out)} entries but {n} spatial dims were asked for; "
-                             f"give {n} sizes or a single int")
+            raise ConfigError(f"{name} {tuple(value)} has {len(out)} entries but {n} spatial dims were asked for",
+                              fix=f"give {n} sizes or a single int")
     if any(v <= 0 for v in out):
-        raise ValueError(f"{name} {out} must be positive along every axis")
+        raise ConfigError(f"{name} {out} must be positive along every axis")
     return out
 
 
@@ -43,7 +45,7 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
         close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
         if close:
             hint = f"; did you mean {close[0]!r}?"
-    raise ValueError(f"{name}={value!r} is not one of {choices}{hint}")
+    raise ConfigError(f"{name}={value!r} is not one of {choices}{hint}")
 
 
 def check_input_shape(shape: Sequence[int], spatial_dims: int, in_chans: int) -> None:
@@ -65,7 +67,7 @@ def check_keywords(owner: str, given: Iterable[str], valid: Sequence[str]) -> No
     for key in unknown:
         close = difflib.get_close_matches(key, list(valid), n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise ValueError(f"{owner} got unknown keyword(s) {', '.join(hints)}; valid keywords: {', '.join(valid)}")
+    raise ConfigError(f"{owner} got unknown keyword(s) {', '.join(hints)}", fix=f"valid keywords: {', '.join(valid)}")
 
 
 def check_divisible(size: Sequence[int], patch: Sequence[int], size_name: str = "img_size",
@@ -73,6 +75,7 @@ def check_divisible(size: Sequence[int], patch: Sequence[int], size_name: str = 
     """Raise a ValueError naming the first axis along which ``size`` is not a multiple of ``patch``."""
     for axis, (s, p) in enumerate(zip(size, patch, strict=True)):
         if s % p:
-            raise ValueError(f"{size_name} {tuple(size)} is not divisible by {patch_name} {tuple(patch)} "
-                             f"along axis {axis} ({s} % {p} = {s % p}); choose sizes that are multiples "
-                             f"of the patch, e.g. {tuple(max(p_, (s_ // p_) * p_) for s_, p_ in zip(size, patch, strict=True))}")
+            fits = tuple(max(p_, (s_ // p_) * p_) for s_, p_ in zip(size, patch, strict=True))
+            raise ConfigError(f"{size_name} {tuple(size)} is not divisible by {patch_name} {tuple(patch)} "
+                              f"along axis {axis} ({s} % {p} = {s % p})",
+                              fix=f"choose sizes that are multiples of the patch, e.g. {fits}")

@@ -51,4 +51,6 @@ def build_model(cls: type[nn.Module], defaults: dict[str, Any], overrides: dict[
     check_keywords(name or cls.__name__, overrides, valid)
     model = cls(**{**defaults, **overrides})
     model.model_name = name  # type: ignore[assignment]
+    # The constructor keywords, kept like timm's pretrained_cfg: typed preset builders read their defaults here.
+    model.model_args = {**defaults, **overrides}  # type: ignore[assignment]
     return model

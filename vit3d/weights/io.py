@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vit3d.errors import MissingInputError
+
 __all__ = ["RawCheckpoint", "read_checkpoint"]
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "model_state_dict", "params", "ema")
@@ -43,7 +45,7 @@ def read_checkpoint(source: str | Path) -> RawCheckpoint:
     """
     path = Path(source).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise MissingInputError("checkpoint does not exist", file=path, fix="check the path")
     config: dict[str, Any] = {}
     if path.is_dir():
         config = _read_json(path / "config.json")

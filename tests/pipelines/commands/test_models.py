@@ -41,6 +41,8 @@ def test_json_config_rebuilds_the_model(capsys):
 
 
 def test_unknown_name_suggests(capsys):
-    assert main(["vit_tiny_patch16_3"]) == 2
+    from pipelines.cli import main as vit3d
+
+    assert vit3d(["models", "vit_tiny_patch16_3"]) == 2
     assert "did you mean vit_tiny_patch16_3d" in capsys.readouterr().err
-    assert main(["nothing_*"]) == 2
+    assert vit3d(["models", "nothing_*"]) == 2

@@ -59,11 +59,16 @@ def test_inflate_options_match_the_library(tmp_path, ckpt_2d, capsys):
     assert cli.patch_embed.in_chans == 1 and cli.num_classes == 3 and cli.pos_embed_type == "learn_separable"
 
 
-def test_inflate_errors_are_reported_not_raised(tmp_path, ckpt_2d, capsys):
+def test_inflate_errors_are_one_line_exit_2(tmp_path, ckpt_2d, capsys):
+    from pipelines.cli import main as vit3d
+
     _, src = ckpt_2d
-    assert main([str(src), "--out", str(tmp_path / "o.safetensors"), "--frames", "5", "--tubelet", "2"]) == 2
-    assert "not divisible" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o.safetensors")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(src), "--out", "o.safetensors", "--method", "inflate"])
+    cases = [
+        ([str(src), "--out", str(tmp_path / "o.safetensors"), "--frames", "5", "--tubelet", "2"], "not divisible"),
+        ([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o.safetensors")], "missing.pth"),
+        ([str(src), "--out", "o.safetensors", "--method", "inflate"], "invalid choice: 'inflate'"),
+    ]
+    for argv, message in cases:
+        assert vit3d(["inflate", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("vit3d inflate: error: ") and err.count("\n") == 1 and message in err, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +25,8 @@ def volume_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]
     root = tmp_path_factory.mktemp("vols")
     table = make_volume_dataset(root, num_samples=2, shape=(16, 32, 32))
     with open(table) as f:
-        return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def _prepare(spacing: tuple[float, float, float]):  # noqa: ANN202 - the data engineer's MONAI eval stage
@@ -100,9 +102,11 @@ def test_explain_sample_clip_writes_an_animation(tmp_path: Path) -> None:
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="--ckpt"):
+    from vit3d.errors import ConfigError, MissingInputError
+
+    with pytest.raises(MissingInputError, match="--ckpt"):
         cmd.main(["--ckpt", str(tmp_path / "none.ckpt"), "--input", "x.nii.gz", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="invalid choice: 'gradcam'"):
         cmd.main(["--ckpt", "a", "--input", "b", "--out", "c", "--method", "gradcam"])
     model = vit3d.create_model("vit_tiny_patch16_3d", img_size=(8, 32, 32), patch_size=(2, 8, 8), num_classes=2,
                                embed_dim=48, depth=1, num_heads=3)
@@ -118,13 +122,14 @@ def _checkpoint(table: Path, path: Path) -> Path:
     """A checkpoint laid out as `vit3d fit` writes it (state dict plus both modules' saved hyperparameters)."""
     from pipelines.datamodules import VolumeDataModule
     from pipelines.module import ClassificationModule
+    from pipelines.networks import preset_class
+    from vit3d.data import VolumeDataset
 
-    dm = VolumeDataModule(str(table), img_size=(16, 32, 32), spacing=[2.0, 1.0, 1.0], augment=False,
-                          validate_files=False)
-    module = ClassificationModule("vit_tiny_patch16_3d", model_args=dict(patch_size=[4, 8, 8], embed_dim=48, depth=2,
-                                                                         num_heads=3),
-                                  num_classes=2, in_chans=1, img_size=[16, 32, 32], class_names=["sphere", "tube"],
-                                  lr_scheduler=None)
+    dm = VolumeDataModule(str(table), dataset=partial(VolumeDataset, img_size=(16, 32, 32), spacing=[2.0, 1.0, 1.0]),
+                          augment=False, validate_files=False)
+    net = preset_class("vit_tiny_patch16_3d")(patch_size=[4, 8, 8], embed_dim=48, depth=2, num_heads=3,
+                                              num_classes=2, in_chans=1, img_size=[16, 32, 32])
+    module = ClassificationModule(net, class_names=["sphere", "tube"], lr_scheduler=None)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "datamodule_hyper_parameters": dict(dm.hparams)}, path)
     return path
@@ -151,16 +156,18 @@ def test_main_end_to_end_clip(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
     from pipelines.datamodules import VideoDataModule
     from pipelines.module import ClassificationModule
+    from pipelines.networks import preset_class
+    from vit3d.data import VideoClipDataset
     from vit3d.data.synthetic import make_clip_dataset
 
     table = make_clip_dataset(tmp_path / "clips", num_samples=4, frames=8, size=(32, 32))
     with open(table) as f:
         video = str(table.parent / next(csv.DictReader(f))["path"])
-    dm = VideoDataModule(str(table), frames=8, stride=1, frame_size=(32, 32), augment=False, validate_files=False)
-    module = ClassificationModule("vit_tiny_patch16_3d", model_args=dict(patch_size=[2, 8, 8], embed_dim=48, depth=2,
-                                                                         num_heads=3),
-                                  num_classes=4, in_chans=3, img_size=[8, 32, 32],
-                                  class_names=["down", "left", "right", "up"], lr_scheduler=None)
+    dm = VideoDataModule(str(table), dataset=partial(VideoClipDataset, frames=8, stride=1, img_size=(32, 32)),
+                         augment=False, validate_files=False)
+    net = preset_class("vit_tiny_patch16_3d")(patch_size=[2, 8, 8], embed_dim=48, depth=2, num_heads=3,
+                                              num_classes=4, in_chans=3, img_size=[8, 32, 32])
+    module = ClassificationModule(net, class_names=["down", "left", "right", "up"], lr_scheduler=None)
     ckpt = tmp_path / "clip.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "datamodule_hyper_parameters": dict(dm.hparams)}, ckpt)
