@@ -29,11 +29,11 @@ def fit_config(tmp_path: Path) -> dict:
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "log_every_n_steps": 1, "max_epochs": 1,
                     "default_root_dir": str(tmp_path / "run")},
-        "model": {"model": "vit_tiny_patch16_3d",
-                  "model_args": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": [4, 8, 8]}},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d",
+                          "init_args": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": [4, 8, 8]}}},
         "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
-                 "init_args": {"data": None, "img_size": [8, 16, 16], "batch_size": 2, "num_workers": 0,
-                               "on_error": "skip"}},
+                 "init_args": {"data": None, "batch_size": 2, "num_workers": 0,
+                               "dataset": {"img_size": [8, 16, 16], "on_error": "skip"}}},
     }
 
 
