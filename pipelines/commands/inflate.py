@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernel inflation: ViViT central frame or I3D mean")
     p.add_argument("--pos", choices=("tile", "separate"), default="tile",
                    help="positions: tile the in-plane table, or keep it and add a zero temporal table")
-    p.add_argument("--format", choices=("auto", *[f for f in FORMATS if f != "vit3d"]), default="auto",
+    p.add_argument("--format", choices=("auto", *FORMATS), default="auto",
                    help="checkpoint layout")
     p.add_argument("--num-heads", type=int, default=None,
                    help="attention heads, for formats that do not store it (default: heads of 64)")

@@ -12,7 +12,7 @@ Every step records what it renamed, resampled, re-initialised or dropped in a :c
 
 from .adapt import adapt_checkpoint, adapt_input_conv, resample_checkpoint_pos, set_classifier, set_in_chans
 from .config import infer_config, vit_config
-from .formats import FORMATS, detect_format
+from .formats import FORMAT_NAMES, FORMATS, detect_format
 from .inflate import inflate, inflate_patch_kernel
 from .load import (
     create_pretrained,
@@ -27,7 +27,7 @@ from .report import Checkpoint, LoadReport
 from .video import convert_hf_video, convert_videomae, convert_vivit
 
 __all__ = [
-    "FORMATS", "Checkpoint", "LoadReport", "adapt_checkpoint", "adapt_input_conv", "convert_hf_video",
+    "FORMATS", "FORMAT_NAMES", "Checkpoint", "LoadReport", "adapt_checkpoint", "adapt_input_conv", "convert_hf_video",
     "convert_videomae", "convert_vivit", "create_pretrained",
     "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model",
     "load_state_strict", "resample_checkpoint_pos", "save_checkpoint", "save_model", "set_classifier",

@@ -13,8 +13,8 @@ from vit3d.layers.helpers import to_ntuple
 from vit3d.models import VisionTransformer, build_model, model_entrypoint
 
 from .adapt import adapt_checkpoint
-from .config import HINT_KEYS, infer_config, vit_config
-from .formats import FORMATS, convert, detect_format
+from .config import HINT_KEYS, UnknownGridError, check_fits, infer_config, vit_config
+from .formats import FORMAT_NAMES, convert, detect_format
 from .inflate import inflate
 from .io import read_checkpoint
 from .report import Checkpoint, LoadReport
@@ -30,27 +30,41 @@ def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoin
 
     Args:
         source: a timm / torchvision / MONAI state dict (``.pth``, ``.bin``, ``.safetensors``), a HF directory
-            (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), a Google ``.npz``, or a vit3d
-            safetensors file.
-        format: ``'auto'`` (detected from key names) or one of :data:`vit3d.weights.FORMATS`.
+            (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``; ViT, ViViT or VideoMAE), a Google
+            ``.npz``, a vit3d safetensors file, or a Hugging Face Hub name (``hf-hub:org/name[@revision]``, or
+            ``org/name`` when no such local path exists; see :mod:`vit3d.weights.hub`).
+        format: ``'auto'`` (detected from key names) or one of :data:`vit3d.weights.FORMAT_NAMES`.
         **hints: values shapes cannot tell: ``num_heads`` (heads of 64 are assumed otherwise), ``img_size`` for a
-            non-square grid, ``norm_eps``, ``pos_embed`` when there is no table, and the pooling keys.
+            non-square grid, ``norm_eps``, ``act_layer``, ``pos_embed`` when there is no table, and the pooling
+            keys.
 
     Returns:
-        ``Checkpoint(state_dict, config, report)``. Despite the name, 3D MONAI or vit3d checkpoints load too.
+        ``Checkpoint(state_dict, config, report)``. Despite the name, 3D checkpoints (VideoMAE, ViViT, MONAI,
+        vit3d) load too.
     """
+    return _read(source, format, hints, stored_hints="error")
+
+
+def _read(source: str | Path, fmt: str, hints: dict[str, Any], stored_hints: str) -> Checkpoint:
+    """:func:`load_2d`; ``stored_hints='ignore'`` drops hints for a vit3d file (its config is stored) instead of
+    failing, for callers that pass the same keywords to every format."""
     unknown = sorted(set(hints) - set(HINT_KEYS))
     if unknown:
         raise ValueError(f"load_2d got unknown hint(s) {unknown}; valid hints: {list(HINT_KEYS)}")
     raw = read_checkpoint(source)
-    fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMATS]}")
+    fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if fmt == "auto" else fmt
+    if fmt not in FORMAT_NAMES:
+        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
     report = LoadReport(source=raw.source, format=fmt, notes=list(raw.notes))
-    state, found = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
-    if fmt == "vit3d" and hints:
-        raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints {sorted(hints)}")
-    config = infer_config(state, {**found, **{k: v for k, v in hints.items() if v is not None}}, report)
+    state, found, stored = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
+    if stored is not None:
+        if hints and stored_hints == "error":
+            raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints "
+                             f"{sorted(hints)}")
+        check_fits(state, stored, raw.source)  # a stored config is only trusted once it describes the tensors
+        config = stored
+    else:
+        config = infer_config(state, {**found, **{k: v for k, v in hints.items() if v is not None}}, report)
     return Checkpoint(state, config, report)
 
 
@@ -80,11 +94,11 @@ def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any],
     if isinstance(pretrained, Checkpoint):
         return pretrained
     try:
-        return load_2d(pretrained, **hints)
-    except ValueError as err:  # a non-square grid: the requested size is the best evidence of the file's
-        if img_size is None or "pass img_size" not in str(err):
+        return _read(pretrained, "auto", hints, stored_hints="ignore")
+    except UnknownGridError:  # a non-square grid: the requested size is the best evidence of the file's
+        if img_size is None:
             raise
-        return load_2d(pretrained, **hints, img_size=img_size)
+        return _read(pretrained, "auto", {**hints, "img_size": img_size}, stored_hints="ignore")
 
 
 def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **overrides: Any) -> nn.Module:
@@ -98,8 +112,7 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
     an error. The report is attached as ``model.load_report``.
     """
     hints = {k: overrides[k] for k in ("num_heads", "norm_eps") if k in overrides}
-    is_vit3d = isinstance(pretrained, str | Path) and _is_vit3d_file(Path(pretrained))
-    ckpt = _as_checkpoint(pretrained, {} if is_vit3d else hints, overrides.get("img_size"))
+    ckpt = _as_checkpoint(pretrained, hints, overrides.get("img_size"))
     src = ckpt.config
     if name is None:
         target = {**src, **overrides}
@@ -148,15 +161,6 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     Any checkpoint :func:`load_2d` reads works too; ``overrides`` follow :func:`create_pretrained` with no name.
     """
     return create_pretrained(None, path, **overrides)
-
-
-def _is_vit3d_file(path: Path) -> bool:
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return "vit3d.config" in (f.metadata() or {})
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
