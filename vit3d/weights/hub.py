@@ -74,17 +74,21 @@ def download(name: HubName) -> tuple[Path, list[str]]:
         raise CheckpointError(f"{name} names a Hugging Face Hub checkpoint but huggingface_hub is not installed",
                               fix="pip install huggingface_hub, or pass a local checkpoint file") from err
 
-    def fetch(filename: str) -> Path:
-        return Path(huggingface_hub.hf_hub_download(name.repo_id, filename, revision=name.revision))
-
     unreachable: list[str] = []
+
+    def fetch(filename: str) -> Path:
+        # After one failed connection (huggingface_hub has already retried it with backoff), read the cache only:
+        # trying each remaining file over the network again would multiply the wait before the same answer.
+        return Path(huggingface_hub.hf_hub_download(name.repo_id, filename, revision=name.revision,
+                                                    local_files_only=bool(unreachable)))
+
     try:
         try:
-            folder: Path | None = fetch("config.json").parent
+            fetch("config.json")
         except hub_errors.LocalEntryNotFoundError as err:  # offline and not cached, or no connection
-            folder, unreachable = None, [_reason(err)]
+            unreachable.append(_reason(err))
         except hub_errors.EntryNotFoundError:  # the repository has no config.json (timm repos may not)
-            folder = None
+            pass
         for filename in WEIGHT_FILES:
             try:
                 path = fetch(filename)
