@@ -6,6 +6,7 @@ Examples:
     vit3d models                 # every registered model
     vit3d models "vit_*_3d"      # those matching a pattern
     vit3d models vit_base_patch16_3d
+    vit3d models --pretrained    # pretrained tags: name.tag, source, classes, what happens on load
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.table import Table
 from torch import nn
 
 from vit3d import VisionTransformer, create_model, list_models
-from vit3d.models import is_model
+from vit3d.models import is_model, list_pretrained, pretrained_tag
 
 __all__ = ["describe_model", "main"]
 
@@ -34,6 +35,18 @@ def _build(name: str) -> nn.Module:
             return create_model(name)
     except (RuntimeError, NotImplementedError):
         return create_model(name)
+
+
+def describe_pretrained(pattern: str = "*") -> list[dict[str, Any]]:
+    """One row per pretrained tag matching ``pattern``: ``name.tag``, default or not, source, classes, summary and
+    what loading does."""
+    rows = []
+    for full in list_pretrained(pattern):
+        name, _, tag = full.partition(".")
+        cfg = pretrained_tag(full)[1]
+        rows.append({"name": full, "default": pretrained_tag(name)[0] == tag, "source": cfg.source,
+                     "num_classes": cfg.num_classes, "summary": cfg.summary, "on_load": cfg.on_load})
+    return rows
 
 
 def describe_model(name: str) -> dict[str, Any]:
@@ -61,8 +74,29 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="vit3d models", description=__doc__.split("\n\n")[0])
     p.add_argument("name", nargs="?", default=None, help="a model name (details) or a shell pattern (filter)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list pretrained tags (name.tag) with their source and what loading them does")
     args = p.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=False)
+
+    if args.pretrained:
+        rows = describe_pretrained(args.name or "*")
+        if not rows:
+            print(f"vit3d models: no pretrained tag matches {args.name!r}; run `vit3d models --pretrained`",
+                  file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        table = Table(title=f"{len(rows)} pretrained tags (create_model(name.tag, pretrained=True); * = default)",
+                      show_lines=False)
+        for col in ("name.tag", "classes", "source", "on load"):
+            table.add_column(col, no_wrap=col != "on load", overflow="fold")
+        for r in rows:
+            table.add_row(r["name"] + (" *" if r["default"] else ""), str(r["num_classes"]),
+                          r["source"].removeprefix("hf-hub:"), r["on_load"])
+        console.print(table)
+        return 0
 
     if args.name and not any(c in args.name for c in "*?["):
         if not is_model(args.name):

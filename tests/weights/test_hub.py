@@ -169,3 +169,35 @@ def test_no_network_is_one_line_after_one_retry_cycle(hub_env):
     with pytest.raises(CheckpointError, match=r"downloading hf-hub:org/vit failed.*HF_HUB_OFFLINE=1"):
         vit3d.create_model(None, pretrained="hf-hub:org/vit")
     assert time.monotonic() - start < 60
+
+
+def test_pretrained_tags_load_timm_hub_weights(hub_env, tmp_path):
+    """``vit_tiny_patch16_3d`` + ``pretrained=True``: its default tag's timm Hub weights, inflated on load (a boring
+    clip over one tubelet gives the 2D logits); the 2D preset loads them as they are; a ``name.tag`` string works
+    as ``pretrained`` (what ``--model.pretrained`` passes)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    ref = vit3d.VisionTransformer(224, 16, num_classes=1000, embed_dim=192, depth=1, num_heads=3).eval()
+    folder = tmp_path / "timm"
+    folder.mkdir()
+    save_file(ref.state_dict(), folder / "model.safetensors")
+    (folder / "config.json").write_text('{"architecture": "vit_tiny_patch16_224", "num_classes": 1000}')
+    frame = torch.randn(1, 3, 224, 224)
+    clip = frame.unsqueeze(2).expand(-1, -1, 2, -1, -1)
+    with FakeHub({"timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k": repo_from_folder(folder, COMMIT)}) as hub:
+        hub_env(hub.url)
+        with torch.no_grad():
+            m3 = vit3d.create_model("vit_tiny_patch16_3d", pretrained=True, depth=1, img_size=(2, 224, 224)).eval()
+            assert float((m3(clip) - ref(frame)).abs().max()) <= 1e-4
+            assert "pretrained tag vit_tiny_patch16_3d.augreg_in21k_ft_in1k" in m3.load_report.notes[0]
+            assert any(k == "patch_embed.proj.weight" for k, *_ in m3.load_report.resampled)
+            m2 = vit3d.create_model("vit_tiny_patch16_2d.augreg_in21k_ft_in1k", pretrained=True, depth=1).eval()
+            assert torch.equal(m2(frame), ref(frame))
+            fresh = vit3d.create_model(None, pretrained="vit_tiny_patch16_3d.augreg_in21k_ft_in1k", depth=1,
+                                       img_size=(2, 224, 224), num_classes=5)
+        assert fresh.num_classes == 5 and any(k == "head.weight" for k, *_ in fresh.load_report.reinitialised)
+    with pytest.raises(ValueError, match="no pretrained tag 'in21k'.*its tags"):
+        vit3d.create_model("vit_tiny_patch16_3d.in21k", pretrained=True)
+    with pytest.raises(ValueError, match="cct_7_3x2_32_2d has no pretrained weights registered"):
+        vit3d.create_model("cct_7_3x2_32_2d", pretrained=True)

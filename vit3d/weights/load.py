@@ -22,7 +22,8 @@ from .report import Checkpoint, LoadReport
 __all__ = ["create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
 
 # Properties of how a checkpoint was trained that a named preset takes from it unless overridden.
-_INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values")
+_INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values",
+              "act_layer")
 
 
 def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - issue's name
