@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,15 @@ from torch import nn
 from vit3d.layers.helpers import to_ntuple
 from vit3d.models import VisionTransformer, build_model, model_entrypoint
 
-from .adapt import adapt_checkpoint
+from .adapt import adapt, adapt_checkpoint
 from .config import HINT_KEYS, UnknownGridError, check_fits, infer_config, vit_config
 from .formats import FORMAT_NAMES, convert, detect_format
 from .inflate import inflate
 from .io import read_checkpoint
 from .report import Checkpoint, LoadReport
 
-__all__ = ["create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
+__all__ = ["adapt_file", "create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict",
+           "save_checkpoint", "save_model"]
 
 # Properties of how a checkpoint was trained that a named preset takes from it unless overridden.
 _INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values",
@@ -211,7 +213,7 @@ def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubel
     file whose metadata lets :func:`load_model` rebuild it (what ``vit3d inflate`` runs).
 
     Args:
-        source: any checkpoint :func:`load_2d` reads.
+        source: any checkpoint :func:`load_2d` reads (a path or a Hub name).
         out: output ``.safetensors`` path.
         frames: size of the new axis (clip frames or volume slices).
         tubelet: patch size along the new axis; must divide ``frames``.
@@ -223,13 +225,63 @@ def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubel
     Returns:
         The inflated :class:`Checkpoint` (its report covers reading and inflating).
     """
-    ckpt = load_2d(source, format, **hints)
-    plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
-    if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
-        raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints")
-    result = inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
-                     in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
-    provenance = {"source": str(source), "source_format": ckpt.report.format, "method": method, "pos": pos,
-                  "frames": frames, "tubelet": tubelet}
+    def step(ckpt: Checkpoint) -> Checkpoint:
+        plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
+        if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
+            raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints "
+                             "(`vit3d adapt` changes the geometry of a 3D one)")
+        return inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
+                       in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
+
+    return _rewrite(source, out, format, hints, step, {"method": method, "pos": pos, "frames": frames,
+                                                       "tubelet": tubelet})
+
+
+def adapt_file(source: str | Path, out: str | Path, *, frames: int | None = None, tubelet: int | None = None,
+               img_size: tuple[int, int] | None = None, in_chans: int | None = None,
+               num_classes: int | None = None, format: str = "auto",  # noqa: A002 - matches load_2d
+               **hints: Any) -> Checkpoint:
+    """Read a 3D checkpoint (vit3d file, HF VideoMAE / ViViT, MONAI 3D ViT; path or Hub name), change its clip or
+    volume geometry with :func:`vit3d.weights.adapt` and write a vit3d safetensors file (what ``vit3d adapt``
+    runs). ``None`` keeps the checkpoint's value.
+
+    Args:
+        source: any 3D checkpoint :func:`load_2d` reads.
+        out: output ``.safetensors`` path.
+        frames: size of the first axis (frames or slices).
+        tubelet: patch size along the first axis; the kernel is resampled, mean-preserving.
+        img_size: in-plane ``(H, W)``.
+        in_chans: input channels.
+        num_classes: classifier outputs (0 drops the head, another count starts a fresh one).
+        format, **hints: as in :func:`load_2d`.
+
+    Returns:
+        The adapted :class:`Checkpoint` (its report covers reading and adapting).
+    """
+    def step(ckpt: Checkpoint) -> Checkpoint:
+        cfg = ckpt.config
+        if cfg["spatial_dims"] != 3:
+            raise ValueError(f"{source} holds a {cfg['spatial_dims']}D model; adapt changes 3D checkpoints "
+                             "(`vit3d inflate` turns a 2D one into 3D)")
+        old = tuple(cfg["img_size"])
+        size = (frames or old[0], *(tuple(img_size) if img_size is not None else old[1:]))
+        patch = (tubelet or cfg["patch_size"][0], *tuple(cfg["patch_size"])[1:])
+        return adapt(ckpt, img_size=size, patch_size=patch, in_chans=in_chans, num_classes=num_classes)
+
+    return _rewrite(source, out, format, hints, step, {"frames": frames, "tubelet": tubelet,
+                                                       "img_size": img_size, "in_chans": in_chans,
+                                                       "num_classes": num_classes, "command": "adapt"})
+
+
+def _rewrite(source: str | Path, out: str | Path, fmt: str, hints: dict[str, Any],
+             step: Callable[[Checkpoint], Checkpoint], asked: dict[str, Any]) -> Checkpoint:
+    """Read ``source``, apply ``step``, write a vit3d file with provenance: what inflate and adapt share."""
+    if Path(out).suffix != ".safetensors":
+        raise ValueError(f"output {str(out)!r} must end in .safetensors")
+    ckpt = load_2d(source, fmt, **hints)
+    result = step(ckpt)
+    check_fits(result.state_dict, result.config, str(out))
+    provenance = {"source": str(source), "source_format": ckpt.report.format,
+                  **{k: v for k, v in asked.items() if v is not None}}
     save_checkpoint(result, out, provenance)
     return result
