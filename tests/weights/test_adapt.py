@@ -117,3 +117,14 @@ def test_create_model_adapts_frames_of_a_video_checkpoint(tmp_path):
                             patch_size=(4, 8, 8)).eval()
     with torch.no_grad():
         torch.testing.assert_close(m8(_boring(8)), m16(_boring(16)), atol=1e-5, rtol=1e-5)
+
+
+def test_adapt_separable_positions_and_tubelet():
+    """The README's chain: inflate with separate positions, then fewer frames and thinner tubelets."""
+    m2 = vit3d.VisionTransformer(32, 8, num_classes=2, embed_dim=32, depth=1, num_heads=2)
+    ck = inflate(m2.state_dict(), img_size=(8, 32, 32), patch_size=(2, 8, 8), config=vit_config(m2), pos="separate")
+    out = adapt(ck, img_size=(4, 24, 24), patch_size=(1, 8, 8))
+    assert out.state_dict["pos_embed_temporal"].shape == (1, 4, 32) and out.state_dict["pos_embed"].shape == (1, 10, 32)
+    model = vit3d.VisionTransformer(**out.config)
+    vit3d.weights.load_state_strict(model, out.state_dict)
+    assert model(torch.randn(1, 3, 4, 24, 24)).shape == (1, 2)

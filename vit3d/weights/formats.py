@@ -171,8 +171,9 @@ def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Te
     """HF transformers ViT, ViViT and VideoMAE (base models, classifiers, and VideoMAE's pretraining encoder)."""
     kind, prefix = _hf_family(t, config)
     if kind not in ("vit", "vivit", "videomae"):
-        raise ValueError(f"HF model_type {kind!r} is not a plain ViT; vit3d reads vit, vivit and videomae "
-                         "checkpoints (TimeSformer's divided attention is a different block: see the README)")
+        raise CheckpointError(f"HF model_type {kind!r} is not a plain ViT", file=report.source or None,
+                              fix="vit3d reads vit, vivit and videomae checkpoints; TimeSformer's divided "
+                                  "space-time attention is a different block (README: TimeSformer)")
     src = _strip_prefix(t, prefix, report) if prefix else dict(t)
     out: Tensors = {}
     for old, new in (("embeddings.cls_token", "cls_token"), ("embeddings.position_embeddings", "pos_embed"),
