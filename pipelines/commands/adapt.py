@@ -14,11 +14,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vit3d.weights import adapt_file
 
-from .inflate import add_common_args, print_result
+from .inflate import add_common_args, run
 
 __all__ = ["main"]
 
@@ -36,13 +35,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    hints = {"num_heads": args.num_heads} if args.num_heads else {}
-    try:
-        result = adapt_file(args.source, args.out, frames=args.frames, tubelet=args.tubelet,
-                            img_size=tuple(args.img_size) if args.img_size else None, in_chans=args.in_chans,
-                            num_classes=args.num_classes, format=args.format, **hints)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"vit3d adapt: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    print_result(result, args.out)
-    return 0
+    return run("adapt", args, adapt_file, frames=args.frames, tubelet=args.tubelet)

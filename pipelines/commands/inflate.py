@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from vit3d.weights import FORMATS, Checkpoint, inflate_file
 
-__all__ = ["add_common_args", "main", "print_result"]
+__all__ = ["add_common_args", "main", "print_result", "run"]
 
 
 def add_common_args(p: argparse.ArgumentParser, *, source_help: str) -> None:
@@ -59,16 +61,21 @@ def print_result(result: Checkpoint, out: str) -> None:
     print(f"load it with: vit3d.load_model({str(out)!r})")
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def run(command: str, args: argparse.Namespace, write: Callable[..., Checkpoint], **options: Any) -> int:
+    """Call ``write(source, out, ...)`` with the shared arguments and ``options``; print the report, or one
+    error line (exit 2) for a checkpoint or request that cannot work."""
     hints = {"num_heads": args.num_heads} if args.num_heads else {}
     try:
-        result = inflate_file(args.source, args.out, frames=args.frames, tubelet=args.tubelet,
-                              img_size=tuple(args.img_size) if args.img_size else None, in_chans=args.in_chans,
-                              num_classes=args.num_classes, method=args.method, pos=args.pos, format=args.format,
-                              **hints)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"vit3d inflate: error: {' '.join(str(err).split())}", file=sys.stderr)
+        result = write(args.source, args.out, img_size=tuple(args.img_size) if args.img_size else None,
+                       in_chans=args.in_chans, num_classes=args.num_classes, format=args.format, **options, **hints)
+    except (ValueError, FileNotFoundError) as err:  # library checks raise ValueError with the numbers and the fix
+        print(f"vit3d {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print_result(result, args.out)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return run("inflate", args, inflate_file, frames=args.frames, tubelet=args.tubelet, method=args.method,
+               pos=args.pos)

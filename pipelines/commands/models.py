@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from vit3d import VisionTransformer, create_model, list_models
+from vit3d import create_model, list_models
 from vit3d.models import is_model, list_pretrained, pretrained_tag
 
 __all__ = ["describe_model", "main"]
@@ -50,18 +50,12 @@ def describe_pretrained(pattern: str = "*") -> list[dict[str, Any]]:
 
 
 def describe_model(name: str) -> dict[str, Any]:
-    """Config (constructor keywords where the model is a VisionTransformer) and parameter count of ``name``."""
-    model = _build(name)
-    if isinstance(model, VisionTransformer):
-        from vit3d.weights import vit_config
+    """Constructor keywords (:func:`vit3d.weights.model_config`) and parameter count of ``name``."""
+    from vit3d.weights import model_config
 
-        config = vit_config(model)
-    else:
-        skip = ("training", "grad_checkpointing", "model_name")  # state, not architecture
-        config = {k: v for k, v in vars(model).items()
-                  if not k.startswith("_") and k not in skip and isinstance(v, int | float | str | tuple | bool)}
+    model = _build(name)
     return {"name": name, "class": type(model).__name__, "params": sum(p.numel() for p in model.parameters()),
-            "config": config}
+            "config": model_config(model)}
 
 
 def _fmt(value: Any) -> str:

@@ -62,3 +62,15 @@ def test_models_pretrained_lists_tags_and_sources(capsys):
     assert models_main(["vivit*", "--pretrained"]) == 0
     assert "google/vivit-b-16x2-kinetics400" in capsys.readouterr().out
     assert models_main(["nothing*", "--pretrained"]) == 2
+
+
+def test_cct_json_config_rebuilds_the_model(capsys):
+    """CCT is described by its constructor keywords (vit3d.weights.cct_config), which rebuild it exactly."""
+    for name in ("cct_7_3x2_32_2d", "cct_14_7x2_224_3d", "cct_6_3x1_32_2d"):
+        assert main([name, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        with torch.device("meta"):
+            again = vit3d.models.CCT(**info["config"])
+            ref = vit3d.create_model(name)
+        assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+        assert again.grid_size == ref.grid_size

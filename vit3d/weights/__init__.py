@@ -21,7 +21,7 @@ from .adapt import (
     set_in_chans,
     set_patch_depth,
 )
-from .config import infer_config, vit_config
+from .config import cct_config, infer_config, model_config, vit_config
 from .formats import FORMAT_NAMES, FORMATS, detect_format
 from .inflate import inflate, inflate_patch_kernel
 from .load import (
@@ -39,8 +39,8 @@ from .video import convert_hf_video, convert_videomae, convert_vivit
 
 __all__ = [
     "FORMATS", "FORMAT_NAMES", "Checkpoint", "LoadReport", "adapt", "adapt_checkpoint", "adapt_file",
-    "adapt_input_conv", "convert_hf_video", "convert_videomae", "convert_vivit", "create_pretrained",
+    "adapt_input_conv", "cct_config", "convert_hf_video", "convert_videomae", "convert_vivit", "create_pretrained",
     "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model",
-    "load_state_strict", "resample_checkpoint_pos", "resample_kernel_axis", "save_checkpoint", "save_model",
+    "load_state_strict", "model_config", "resample_checkpoint_pos", "resample_kernel_axis", "save_checkpoint", "save_model",
     "set_classifier", "set_in_chans", "set_patch_depth", "vit_config",
 ]

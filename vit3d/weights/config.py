@@ -14,12 +14,12 @@ from torch import nn
 
 from vit3d.errors import CheckpointError
 from vit3d.layers import LayerScale
-from vit3d.models import VisionTransformer
+from vit3d.models import CCT, VisionTransformer
 
 from .report import LoadReport
 
-__all__ = ["HINT_KEYS", "LIMITS", "UnknownGridError", "check_fits", "check_stored_config", "infer_config",
-           "vit_config"]
+__all__ = ["HINT_KEYS", "LIMITS", "UnknownGridError", "cct_config", "check_fits", "check_stored_config",
+           "infer_config", "model_config", "vit_config"]
 
 # Keywords the caller may give when shapes cannot settle them (num_heads always; img_size for non-square grids).
 HINT_KEYS = ("num_heads", "img_size", "norm_eps", "pos_embed", "global_pool", "fc_norm", "no_embed_class",
@@ -235,3 +235,30 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         gamma = block.ls1.gamma
         cfg["init_values"] = 1e-5 if gamma.is_meta else float(gamma.detach().abs().mean()) or 1e-5
     return cfg
+
+
+def cct_config(model: nn.Module) -> dict[str, Any]:
+    """Constructor keywords that rebuild a :class:`vit3d.models.CCT` 's architecture (dropout rates are left at
+    their defaults), read from its modules as :func:`vit_config` does for the ViT."""
+    if not isinstance(model, CCT):
+        raise ValueError(f"cct_config expects a vit3d CCT, got {type(model).__name__}")
+    tok, block = model.tokenizer, model.blocks[0]
+    first_conv = tok.conv_layers[0][0]
+    return dict(
+        img_size=tuple(model.img_size), in_chans=tok.in_chans, num_classes=model.num_classes,
+        spatial_dims=model.spatial_dims, embed_dim=model.embed_dim, depth=len(model.blocks),
+        num_heads=block.attn.num_heads, mlp_ratio=block.mlp.fc1.out_features / model.embed_dim,
+        qkv_bias=block.attn.qkv.bias is not None, n_conv_layers=tok.n_conv_layers,
+        kernel_size=tuple(tok.kernel_size), stride=tuple(tok.stride), padding=tuple(tok.padding),
+        pooling_kernel_size=tuple(tok.pooling_kernel_size), pooling_stride=tuple(tok.pooling_stride),
+        pooling_padding=tuple(tok.pooling_padding),
+        conv_channels=first_conv.out_channels if tok.n_conv_layers > 1 else 64,
+        pos_embed=model.pos_embed_type, norm_eps=block.norm1.eps, dynamic_img_size=model.dynamic_img_size,
+    )
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """Constructor keywords of any vit3d model family (:func:`vit_config` or :func:`cct_config`)."""
+    if isinstance(model, CCT):
+        return cct_config(model)
+    return vit_config(model)
