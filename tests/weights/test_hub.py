@@ -49,7 +49,8 @@ def hub_env(tmp_path, monkeypatch):
     def use(url: str | None = None, offline: bool = False) -> Path:
         if url is not None:
             monkeypatch.setattr(constants, "ENDPOINT", url)
-            monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+            template = url + "/{repo_id}/resolve/{revision}/{filename}"
+            monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
         return cache
 

@@ -191,3 +191,11 @@ def test_sharded_checkpoint_loads(tmp_path):
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_bad_config_json_names_the_file(tmp_path):
+    model = vit3d.VisionTransformer(16, 8, num_classes=2, embed_dim=64, depth=1, num_heads=1)
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text('{"model_type": "vit", ')
+    with pytest.raises(CheckpointError, match=r"not valid JSON .*config\.json"):
+        load_2d(tmp_path)

@@ -109,7 +109,9 @@ def check_fits(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], sou
              if k in state and tuple(state[k].shape) != tuple(v.shape)]
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if diffs or missing or extra:
-        parts = diffs[:4] + ([f"missing {missing[:4]}"] if missing else []) + ([f"unexpected {[f'{k} {list(state[k].shape)}' for k in extra[:4]]}"] if extra else [])
+        parts = diffs[:4] + ([f"missing {missing[:4]}"] if missing else [])
+        if extra:
+            parts.append(f"unexpected {[f'{k} {list(state[k].shape)}' for k in extra[:4]]}")
         raise CheckpointError("its stored config does not describe its tensors: " + "; ".join(parts),
                               file=source or None, fix="the file is damaged or its metadata was edited")
 

@@ -87,7 +87,8 @@ def _from_vit3d(t: Tensors, metadata: dict[str, str], report: LoadReport) -> tup
         report.notes.append(f"vit3d file; provenance: {provenance}")
     stored = _metadata_json(metadata, "vit3d.report", report.source, required=False)
     if stored:
-        counts = ", ".join(f"{len(stored.get(k, []))} {k}" for k in ("renamed", "resampled", "reinitialised", "dropped"))
+        counts = ", ".join(f"{len(stored.get(k, []))} {k}"
+                           for k in ("renamed", "resampled", "reinitialised", "dropped"))
         report.notes.append(f"when written: {counts} (from {stored.get('source')}, format {stored.get('format')})")
         report.notes += [f"when written: {n}" for n in stored.get("notes", [])]
     return dict(t), config

@@ -11,6 +11,7 @@ code-running pickles as a local file. Nothing else is downloaded.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def parse_hub_name(source: str | Path) -> HubName | None:
     if text.startswith(HUB_PREFIX):
         m = _REPO.match(text[len(HUB_PREFIX):])
         if m is None:
-            raise CheckpointError(f"{text!r} is not a Hub name", fix="write hf-hub:org/name or hf-hub:org/name@revision")
+            raise CheckpointError(f"{text!r} is not a Hub name",
+                                  fix="write hf-hub:org/name or hf-hub:org/name@revision")
         return HubName(m["repo"], m["rev"])
     m = _REPO.match(text)
     if m is None or text.lower().endswith(_LOCAL_SUFFIXES) or Path(text).expanduser().exists():
@@ -125,8 +127,9 @@ def download(name: HubName) -> tuple[Path, list[str]]:
                               "weights yourself and pass the local file")
 
 
-def _fetch_shards(index: Path, fetch) -> None:  # noqa: ANN001 - the closure above
-    from .io import shard_names
+def _fetch_shards(index: Path, fetch: Callable[[str], Path]) -> None:
+    """Download every shard a sharded index lists, after checking each name stays inside the repository."""
+    from .io import shard_names  # io imports this module
 
     for shard in shard_names(index):
         fetch(shard)
