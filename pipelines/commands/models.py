@@ -54,8 +54,9 @@ def describe_model(name: str) -> dict[str, Any]:
     from vit3d.weights import model_config
 
     model = _build(name)
+    tags = [full.partition(".")[2] for full in list_pretrained(name)]
     return {"name": name, "class": type(model).__name__, "params": sum(p.numel() for p in model.parameters()),
-            "config": model_config(model)}
+            "config": model_config(model), "pretrained": tags}
 
 
 def _fmt(value: Any) -> str:
@@ -107,6 +108,7 @@ def main(argv: list[str]) -> int:
         table.add_column("value")
         for key, value in info["config"].items():
             table.add_row(key, _fmt(value))
+        table.add_row("pretrained tags", ", ".join(info["pretrained"]) or "none (see `vit3d models --pretrained`)")
         console.print(table)
         print(f"parameters: {info['params']:,}")
         return 0
@@ -119,13 +121,14 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows, default=list, indent=2))
         return 0
-    table = Table(title=f"{len(rows)} registered models")
-    for col in ("name", "family", "dims", "img_size", "patch", "embed_dim", "depth", "heads", "params (M)"):
+    table = Table(title=f"{len(rows)} registered models (tags: pretrained weights, `vit3d models --pretrained`)")
+    cols = ("name", "family", "dims", "img_size", "patch", "embed_dim", "depth", "heads", "params (M)", "tags")
+    for col in cols:
         table.add_column(col, justify="left" if col == "name" else "right", no_wrap=True)
     for info in rows:
         c = info["config"]
         table.add_row(info["name"], info["class"], _fmt(c.get("spatial_dims", "")), _fmt(c.get("img_size", "")),
                       _fmt(c.get("patch_size", "")), _fmt(c.get("embed_dim", "")), _fmt(c.get("depth", "")),
-                      _fmt(c.get("num_heads", "")), f"{info['params'] / 1e6:.1f}")
+                      _fmt(c.get("num_heads", "")), f"{info['params'] / 1e6:.1f}", str(len(info["pretrained"])))
     console.print(table)
     return 0

@@ -179,6 +179,8 @@ def _read_torch(path: Path) -> Any:
         # exactly what must not be done with a file of unknown origin, so only the refused global is kept.
         refused = next((line.split("Unsupported", 1)[1].split(". ")[0].strip() for line in str(err).splitlines()
                         if "Unsupported global" in line or "Unsupported operand" in line), None)
+        # torch raises the same UnpicklingError class for a refused global and for a damaged stream; its text is
+        # the only thing that tells them apart (no typed error exists in torch.serialization).
         if refused is None and "Weights only load failed" not in str(err):
             raise CheckpointError(f"truncated or corrupt checkpoint ({type(err).__name__})", file=str(path),
                                   fix="download or write it again") from err
