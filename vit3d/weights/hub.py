@@ -81,8 +81,11 @@ def download(name: HubName) -> tuple[Path, list[str]]:
     def fetch(filename: str) -> Path:
         # After one failed connection (huggingface_hub has already retried it with backoff), read the cache only:
         # trying each remaining file over the network again would multiply the wait before the same answer.
+        from vit3d import __version__
+
         return Path(huggingface_hub.hf_hub_download(name.repo_id, filename, revision=name.revision,
-                                                    local_files_only=bool(unreachable)))
+                                                    local_files_only=bool(unreachable), library_name="vit3d",
+                                                    library_version=__version__))
 
     try:
         try:

@@ -105,11 +105,13 @@ def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any],
 
 
 def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **overrides: Any) -> nn.Module:
-    """Build a model with weights from ``pretrained`` (what ``vit3d.create_model(name, pretrained=...)`` calls).
+    """Build a model with weights from ``pretrained`` (what ``vit3d.create_model(name, pretrained=...)`` calls):
+    a :class:`Checkpoint`, a path, or a Hub name (``hf-hub:org/name[@revision]``; see :mod:`vit3d.weights.hub`).
 
     With ``name=None`` the architecture comes from the checkpoint and ``overrides`` may change its geometry:
-    ``img_size`` (position grid resampled), ``in_chans`` (kernel adapted), ``num_classes`` (head kept,
-    re-initialised or dropped), or other keywords that hold no weights (``drop_path_rate``, ``dynamic_img_size``).
+    ``img_size`` (position grid resampled or rebuilt), ``patch_size`` (tubelet depth resampled, see
+    :func:`vit3d.weights.adapt`), ``in_chans`` (kernel adapted), ``num_classes`` (head kept, re-initialised or
+    dropped), or other keywords that hold no weights (``drop_path_rate``, ``dynamic_img_size``).
     With a ``name``, the preset fixes the architecture; a 3D preset with a 2D checkpoint inflates it (central
     frame, tiled positions; call :func:`vit3d.weights.inflate` for the other choices). Any other difference is
     an error. The report is attached as ``model.load_report``.
