@@ -143,12 +143,12 @@ _HF_PREFIXES = {"vit.": "vit", "vivit.": "vivit", "videomae.": "videomae"}
 
 
 def hf_act_layer(hidden_act: str, source: str = "") -> str:
-    """vit3d ``act_layer`` for a HF config's ``hidden_act``, or a ValueError naming the ones vit3d has."""
+    """vit3d ``act_layer`` for a HF config's ``hidden_act``, or a CheckpointError naming the ones vit3d has."""
     act = _HF_ACTS.get(str(hidden_act))
     if act is None:
         known = sorted(k for k, v in _HF_ACTS.items() if v)
-        raise ValueError(f"HF config hidden_act={hidden_act!r} in {source or 'the checkpoint'} has no vit3d "
-                         f"equivalent; vit3d's MLPs take {known} (exact GELU or its tanh approximation)")
+        raise CheckpointError(f"HF config hidden_act={hidden_act!r} has no vit3d equivalent", file=source or None,
+                              fix=f"vit3d's MLPs take {known} (exact GELU or its tanh approximation)")
     return act
 
 
@@ -195,7 +195,8 @@ def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Te
                                  ("layers.", _HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj"))):
         for i in _blocks(list(src), re.escape(prefix_) + r"(\d+)\."):
             p, q = f"{prefix_}{i}.", f"blocks.{i}."
-            _videomae_qv_bias(src, p, qkv, report)
+            if kind == "videomae":
+                _videomae_qv_bias(src, p, qkv, report)
             for part in ("weight", "bias"):
                 _fuse_qkv(src, out, tuple(f"{p}{n}.{part}" for n in qkv), f"{q}attn.qkv.{part}", report)
                 for old, new in layout:
