@@ -129,3 +129,32 @@ def test_adapt_separable_positions_and_tubelet():
     model = vit3d.VisionTransformer(**out.config)
     vit3d.weights.load_state_strict(model, out.state_dict)
     assert model(torch.randn(1, 3, 4, 24, 24)).shape == (1, 2)
+
+
+def test_monai_3d_vit_adapts(tmp_path):
+    """A MONAI 3D ViT (no position on its class token): frames and classes changed, the class token kept."""
+    nets = pytest.importorskip("monai.networks.nets")
+    src = nets.ViT(in_channels=1, img_size=(8, 16, 16), patch_size=(2, 4, 4), hidden_size=32, mlp_dim=64,
+                   num_layers=1, num_heads=2, spatial_dims=3, classification=True, num_classes=4).eval()
+    torch.save(src.state_dict(), tmp_path / "monai3d.pth")
+    out = vit3d.weights.adapt_file(tmp_path / "monai3d.pth", tmp_path / "m.safetensors", frames=4, num_classes=3,
+                                   num_heads=2)
+    assert out.config["no_embed_class"] and out.state_dict["pos_embed"].shape == (1, 2 * 4 * 4, 32)
+    torch.testing.assert_close(out.state_dict["cls_token"], src.cls_token.detach())
+    model = vit3d.load_model(tmp_path / "m.safetensors")
+    assert model(torch.randn(1, 1, 4, 16, 16)).shape == (1, 3)
+
+
+def test_vivit_checkpoint_at_fewer_frames(tmp_path):
+    """HF ViViT's learned table (with its class-token slot) resampled from 4 to 2 frames through create_model."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.VivitConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                   image_size=16, tubelet_size=[2, 8, 8], num_frames=4, num_labels=3)
+    src = transformers.VivitForVideoClassification(cfg).eval()
+    src.save_pretrained(tmp_path)
+    model = vit3d.create_model(None, pretrained=tmp_path, img_size=(2, 16, 16)).eval()
+    table = src.vivit.embeddings.position_embeddings.detach()
+    torch.testing.assert_close(model.pos_embed[:, :1], table[:, :1])  # the class-token slot is not resampled
+    assert model.pos_embed.shape == (1, 1 + 1 * 2 * 2, 32) and model.act_layer == "gelu_tanh"
+    assert any(k == "pos_embed" for k, *_ in model.load_report.resampled)
+    assert model(torch.randn(1, 3, 2, 16, 16)).shape == (1, 3)
