@@ -1,8 +1,19 @@
 """Model families; importing this package registers every preset."""
 
 from .cct import CCT
-from .registry import build_model, is_model, list_models, model_entrypoint, register_model
+from .registry import (
+    PretrainedTag,
+    build_model,
+    is_model,
+    list_models,
+    list_pretrained,
+    model_entrypoint,
+    pretrained_tag,
+    register_model,
+    register_pretrained,
+    split_model_name,
+)
 from .vit import VisionTransformer
 
-__all__ = ["CCT", "VisionTransformer", "build_model", "is_model", "list_models", "model_entrypoint",
-           "register_model"]
+__all__ = ["CCT", "PretrainedTag", "VisionTransformer", "build_model", "is_model", "list_models", "list_pretrained",
+           "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained", "split_model_name"]
