@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.models import is_model, model_entrypoint, pretrained_tag, split_model_name
 
 
@@ -26,7 +27,7 @@ def create_model(name: str | None, pretrained: bool | str | Path | None = None, 
     """
     if pretrained is None or pretrained is False:
         if name is None:
-            raise ValueError("create_model(None) needs pretrained=PATH, a Hub name or a name.tag to take the "
+            raise ConfigError("create_model(None) needs pretrained=PATH, a Hub name or a name.tag to take the "
                              "architecture from")
         return model_entrypoint(name)(**overrides)
     from vit3d.weights import create_pretrained  # weights sit above models in the import order
@@ -35,7 +36,7 @@ def create_model(name: str | None, pretrained: bool | str | Path | None = None, 
                               and split_model_name(pretrained)[1] is not None):
         tagged = pretrained if isinstance(pretrained, str) else name
         if tagged is None:
-            raise ValueError("pretrained=True needs a model name (with an optional .tag) to pick the weights")
+            raise ConfigError("pretrained=True needs a model name (with an optional .tag) to pick the weights")
         tag, cfg = pretrained_tag(tagged)
         base = split_model_name(name if name is not None else tagged)[0]
         overrides.setdefault("num_classes", cfg.num_classes)

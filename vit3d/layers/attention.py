@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
+
 # CPU bf16, forward + backward, batch 4, 6 heads of 64, CPU time of one thread (2-core AMD EPYC with AVX-512 bf16,
 # torch 2.13): explicit 8.6 / 30 / 113 / 653 ms against SDPA 21 / 57 / 173 / 921 ms at 197 / 393 / 785 / 1569
 # tokens. In fp32, and without gradients in either dtype, SDPA was as fast or faster at every length. Above
@@ -43,7 +45,7 @@ class Attention(nn.Module):
                  proj_drop: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; "
+            raise ConfigError(f"embed_dim {dim} is not divisible by num_heads {num_heads}; "
                              f"pick num_heads among the divisors of {dim}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -106,7 +108,7 @@ def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """
     layers = [m for m in model.modules() if isinstance(m, Attention)]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no vit3d Attention layers to record")
+        raise ConfigError(f"{type(model).__name__} has no vit3d Attention layers to record")
     maps: list[torch.Tensor] = []
     for layer in layers:
         layer.attn_sink = maps

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
+
 
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> torch.Tensor:
     """Zero whole samples of a residual branch with probability ``drop_prob`` (identity at eval)."""
@@ -23,7 +25,7 @@ class DropPath(nn.Module):
     def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True) -> None:
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"drop_path rate {drop_prob} must be in [0, 1)")
+            raise ConfigError(f"drop_path rate {drop_prob} must be in [0, 1)")
         self.drop_prob = drop_prob
         self.scale_by_keep = scale_by_keep
 

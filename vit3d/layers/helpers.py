@@ -35,7 +35,7 @@ def infer_spatial_dims(*sizes: int | Sequence[int] | None, default: int = 2) -> 
     """Number of spatial dims implied by the first sequence among ``sizes`` (``default`` if all are ints)."""
     lengths = {len(s) for s in sizes if s is not None and not isinstance(s, int)}
     if len(lengths) > 1:
-        raise ValueError(f"sizes {[s for s in sizes if s is not None]} disagree on the number of spatial dims; "
+        raise ConfigError(f"sizes {[s for s in sizes if s is not None]} disagree on the number of spatial dims; "
                          "give sequences of the same length or pass spatial_dims")
     return lengths.pop() if lengths else default
 
@@ -56,10 +56,10 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
 def check_input_shape(shape: Sequence[int], spatial_dims: int, in_chans: int) -> None:
     """Raise a ValueError when ``shape`` is not ``(B, in_chans, *spatial)`` with ``spatial_dims`` spatial axes."""
     if len(shape) != spatial_dims + 2:
-        raise ValueError(f"expected input of shape (B, C, {', '.join('DHW'[-spatial_dims:])}) with "
+        raise ConfigError(f"expected input of shape (B, C, {', '.join('DHW'[-spatial_dims:])}) with "
                          f"{spatial_dims + 2} dims, got {tuple(shape)}")
     if shape[1] != in_chans:
-        raise ValueError(f"input has {shape[1]} channels but the model was built with in_chans={in_chans}; "
+        raise ConfigError(f"input has {shape[1]} channels but the model was built with in_chans={in_chans}; "
                          "change in_chans or the input's channels")
 
 

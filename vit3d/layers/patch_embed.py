@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
+
 from .helpers import CONV, check_divisible, check_input_shape, infer_spatial_dims, to_ntuple
 
 
@@ -43,7 +45,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         n = spatial_dims or infer_spatial_dims(img_size, patch_size)
         if n not in CONV:
-            raise ValueError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
+            raise ConfigError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
         self.spatial_dims = n
         self.img_size = to_ntuple(img_size, n, "img_size")
         self.patch_size = to_ntuple(patch_size, n, "patch_size")
@@ -59,7 +61,7 @@ class PatchEmbed(nn.Module):
         spatial = tuple(spatial)
         if spatial != self.img_size:
             if not self.dynamic_img_size:
-                raise ValueError(f"input spatial size {spatial} differs from img_size {self.img_size}; resize the "
+                raise ConfigError(f"input spatial size {spatial} differs from img_size {self.img_size}; resize the "
                                  "input or build the model with dynamic_img_size=True")
             check_divisible(spatial, self.patch_size, "input size")
         return tuple(s // p for s, p in zip(spatial, self.patch_size, strict=True))

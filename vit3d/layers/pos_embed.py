@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from vit3d.errors import ConfigError
+
 _INTERP = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
@@ -24,11 +26,11 @@ def sincos_pos_embed(grid_size: Sequence[int], dim: int, temperature: float = 10
     grid_size = tuple(int(g) for g in grid_size)
     n = len(grid_size)
     if dim % 2:
-        raise ValueError(f"sin-cos position embedding needs an even embed_dim, got {dim}")
+        raise ConfigError(f"sin-cos position embedding needs an even embed_dim, got {dim}")
     pairs = dim // 2
     per_axis = [pairs // n + (1 if i < pairs % n else 0) for i in range(n)]
     if min(per_axis) == 0:
-        raise ValueError(f"embed_dim {dim} is too small for a {n}-D sin-cos embedding; use at least {2 * n}")
+        raise ConfigError(f"embed_dim {dim} is too small for a {n}-D sin-cos embedding; use at least {2 * n}")
     coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float64, device=device) for g in grid_size], indexing="ij")
     parts = []
     for axis_coords, k in zip(coords, per_axis, strict=True):
@@ -48,10 +50,10 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: Sequence[int], old_siz
     """
     new_size, old_size = tuple(int(s) for s in new_size), tuple(int(s) for s in old_size)
     if len(new_size) != len(old_size):
-        raise ValueError(f"cannot resample a {len(old_size)}-D grid {old_size} to a {len(new_size)}-D grid {new_size}")
+        raise ConfigError(f"cannot resample a {len(old_size)}-D grid {old_size} to a {len(new_size)}-D grid {new_size}")
     expected = num_prefix_tokens + math.prod(old_size)
     if pos_embed.ndim != 3 or pos_embed.shape[1] != expected:
-        raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix tokens "
+        raise ConfigError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix tokens "
                          f"plus a {old_size} grid ({expected} tokens)")
     if new_size == old_size:
         return pos_embed
@@ -78,7 +80,7 @@ def sinusoid_table(num_positions: int, dim: int, temperature: float = 10000.0,
         ``(num_positions, dim)`` tensor.
     """
     if num_positions < 1 or dim < 1:
-        raise ValueError(f"sinusoid_table needs num_positions >= 1 and dim >= 1, got {num_positions}, {dim}")
+        raise ConfigError(f"sinusoid_table needs num_positions >= 1 and dim >= 1, got {num_positions}, {dim}")
     pos = torch.arange(num_positions, dtype=torch.float64, device=device)[:, None]
     exponent = (torch.arange(dim, device=device) // 2).to(torch.float64) * 2 / dim
     angles = pos / temperature ** exponent[None]

@@ -8,6 +8,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import Block, get_act_layer
 from vit3d.layers.mlp import ActName
 
@@ -17,12 +18,12 @@ __all__ = ["ClassifierMixin", "build_blocks", "check_core", "drop_path_rates"]
 def check_core(*, embed_dim: int, depth: int, num_heads: int, num_classes: int, in_chans: int) -> None:
     """Validate the keywords every transformer classifier takes, with the numbers and a fix."""
     if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
-        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}; pick num_heads "
+        raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}; pick num_heads "
                          f"among the divisors of {embed_dim} (e.g. {max(embed_dim // 64, 1)} heads of 64)")
     if depth < 1:
-        raise ValueError(f"depth must be at least 1, got {depth}")
+        raise ConfigError(f"depth must be at least 1, got {depth}")
     if num_classes < 0 or in_chans < 1:
-        raise ValueError(f"num_classes ({num_classes}) must be >= 0 and in_chans ({in_chans}) >= 1")
+        raise ConfigError(f"num_classes ({num_classes}) must be >= 0 and in_chans ({in_chans}) >= 1")
 
 
 def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
 from vit3d.layers.helpers import CONV, check_input_shape, to_ntuple
 
@@ -39,10 +40,10 @@ def _non_negative(value: int | Sequence[int], n: int, name: str) -> tuple[int, .
     """Like :func:`to_ntuple` but for paddings, which may be zero."""
     out = (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
     if len(out) != n:
-        raise ValueError(f"{name} {out} has {len(out)} entries but {n} spatial dims were asked for; "
+        raise ConfigError(f"{name} {out} has {len(out)} entries but {n} spatial dims were asked for; "
                          f"give {n} sizes or a single int")
     if any(v < 0 for v in out):
-        raise ValueError(f"{name} {out} must be >= 0 along every axis")
+        raise ConfigError(f"{name} {out} must be >= 0 along every axis")
     return out
 
 
@@ -74,11 +75,11 @@ class ConvTokenizer(nn.Module):
         super().__init__()
         n = spatial_dims
         if n not in CONV:
-            raise ValueError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
+            raise ConfigError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
         if n_conv_layers < 1:
-            raise ValueError(f"n_conv_layers must be at least 1, got {n_conv_layers}")
+            raise ConfigError(f"n_conv_layers must be at least 1, got {n_conv_layers}")
         if in_chans < 1 or conv_channels < 1:
-            raise ValueError(f"in_chans ({in_chans}) and conv_channels ({conv_channels}) must be >= 1")
+            raise ConfigError(f"in_chans ({in_chans}) and conv_channels ({conv_channels}) must be >= 1")
         self.spatial_dims = n
         self.in_chans = in_chans
         self.kernel_size = to_ntuple(kernel_size, n, "kernel_size")
@@ -89,7 +90,7 @@ class ConvTokenizer(nn.Module):
         self.pooling_padding = _non_negative(pooling_padding, n, "pooling_padding")
         for axis, (p, k) in enumerate(zip(self.pooling_padding, self.pooling_kernel_size, strict=True)):
             if p > k // 2:  # max-pool pads with -inf, so a pad wider than half the kernel would yield -inf
-                raise ValueError(f"pooling_padding {self.pooling_padding} exceeds half of pooling_kernel_size "
+                raise ConfigError(f"pooling_padding {self.pooling_padding} exceeds half of pooling_kernel_size "
                                  f"{self.pooling_kernel_size} along axis {axis} ({p} > {k} // 2); use at most "
                                  f"{tuple(k_ // 2 for k_ in self.pooling_kernel_size)}")
         self.n_conv_layers = n_conv_layers
@@ -132,11 +133,11 @@ class ConvTokenizer(nn.Module):
         """
         spatial = tuple(int(s) for s in spatial)
         if len(spatial) != self.spatial_dims:
-            raise ValueError(f"{name} {spatial} has {len(spatial)} axes but the tokenizer is {self.spatial_dims}-D")
+            raise ConfigError(f"{name} {spatial} has {len(spatial)} axes but the tokenizer is {self.spatial_dims}-D")
         grid = tuple(self._trace(s, axis) for axis, s in enumerate(spatial))
         for axis, g in enumerate(grid):
             if g == 0:
-                raise ValueError(
+                raise ConfigError(
                     f"{name} {spatial} is too small for the tokenizer along axis {axis}: {self.n_conv_layers} "
                     f"conv layer(s) (kernel {self.kernel_size[axis]}, stride {self.stride[axis]}, padding "
                     f"{self.padding[axis]}) each followed by max-pool (kernel {self.pooling_kernel_size[axis]}, "
@@ -268,7 +269,7 @@ class CCT(ClassifierMixin, nn.Module):
         """Token grid for an input of ``spatial`` size, validating it against the model."""
         spatial = tuple(int(s) for s in spatial)
         if spatial != self.img_size and not self.dynamic_img_size:
-            raise ValueError(f"input spatial size {spatial} differs from img_size {self.img_size}; resize the "
+            raise ConfigError(f"input spatial size {spatial} differs from img_size {self.img_size}; resize the "
                              "input or build the model with dynamic_img_size=True")
         return self.grid_size if spatial == self.img_size else self.tokenizer.grid_for(spatial)
 

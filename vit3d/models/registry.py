@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_keywords
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -21,7 +22,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a preset entrypoint under its function name."""
     name = fn.__name__
     if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered by {_MODELS[name].__module__}")
+        raise ConfigError(f"model {name!r} is already registered by {_MODELS[name].__module__}")
     _MODELS[name] = fn
     return fn
 
@@ -46,7 +47,7 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see vit3d.list_models() or `vit3d models`"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise ConfigError(f"unknown model {name!r}{hint}")
     return _MODELS[name]
 
 
@@ -96,7 +97,7 @@ def register_pretrained(model_name: str, tag: str, cfg: PretrainedTag) -> None:
     """Attach ``cfg`` to ``model_name`` under ``tag``; the first tag registered is the default."""
     tags = _PRETRAINED.setdefault(model_name, {})
     if tag in tags:
-        raise ValueError(f"{model_name}.{tag} is already registered")
+        raise ConfigError(f"{model_name}.{tag} is already registered")
     tags[tag] = cfg
 
 
@@ -111,14 +112,14 @@ def pretrained_tag(name: str, tag: str | None = None) -> tuple[str, PretrainedTa
     tags = _PRETRAINED.get(base, {})
     if not tags:
         with_tags = sorted(_PRETRAINED)
-        raise ValueError(f"{base} has no pretrained weights registered; models with weights: {with_tags} "
+        raise ConfigError(f"{base} has no pretrained weights registered; models with weights: {with_tags} "
                          "(`vit3d models --pretrained`), or pass pretrained=PATH or a Hub name")
     if tag is None:
         tag = next(iter(tags))
     if tag not in tags:
         close = difflib.get_close_matches(tag, list(tags), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{base} has no pretrained tag {tag!r}{hint}; its tags: {list(tags)}")
+        raise ConfigError(f"{base} has no pretrained tag {tag!r}{hint}; its tags: {list(tags)}")
     return tag, tags[tag]
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import (
     PatchEmbed,
     check_choice,
@@ -104,10 +105,10 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         check_choice("global_pool", global_pool, ("token", "avg"))
         check_choice("pos_embed", pos_embed, ("learn", "sincos", "sincos_seq", "none", "learn_separable"))
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
+            raise ConfigError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
         check_core(embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_classes=num_classes, in_chans=in_chans)
         if not 0.0 <= patch_drop_rate < 1.0:
-            raise ValueError(f"patch_drop_rate {patch_drop_rate} must be in [0, 1)")
+            raise ConfigError(f"patch_drop_rate {patch_drop_rate} must be in [0, 1)")
         n = spatial_dims or infer_spatial_dims(img_size, patch_size)
         img_size, patch_size = to_ntuple(img_size, n, "img_size"), to_ntuple(patch_size, n, "patch_size")
 
@@ -132,7 +133,7 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         self.pos_embed_temporal = None
         if pos_embed == "learn_separable":
             if n < 2:
-                raise ValueError("pos_embed='learn_separable' needs at least 2 spatial dims; use 'learn'")
+                raise ConfigError("pos_embed='learn_separable' needs at least 2 spatial dims; use 'learn'")
             plane_tokens = math.prod(grid[1:]) + (0 if no_embed_class else self.num_prefix_tokens)
             self.pos_embed = nn.Parameter(torch.zeros(1, plane_tokens, embed_dim))
             self.pos_embed_temporal = nn.Parameter(torch.zeros(1, grid[0], embed_dim))  # zero: starts as 'learn'

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vit3d.errors import ConfigError
 from vit3d.layers import resample_pos_embed
 from vit3d.layers.helpers import check_divisible, to_ntuple
 from vit3d.models import VisionTransformer
@@ -34,7 +35,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     give the same tokens when N is a multiple of C).
     """
     if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        raise ConfigError(f"in_chans must be >= 1, got {in_chans}")
     c = weight.shape[1]
     if in_chans == c:
         return weight
@@ -58,7 +59,7 @@ def resample_checkpoint_pos(ckpt: Checkpoint, img_size: tuple[int, ...]) -> Chec
     new_cfg = {**cfg, "img_size": img_size}
     old_grid, new_grid = _grid(cfg), _grid(new_cfg)
     if any(s % p for s, p in zip(img_size, cfg["patch_size"], strict=True)):
-        raise ValueError(f"img_size {img_size} is not divisible by the checkpoint's patch_size {cfg['patch_size']}")
+        raise ConfigError(f"img_size {img_size} is not divisible by the checkpoint's patch_size {cfg['patch_size']}")
     if new_grid != old_grid and cfg["pos_embed"] in ("sincos", "sincos_seq"):
         report.notes.append(f"fixed sin-cos positions ({cfg['pos_embed']}) rebuilt by the model for grid "
                             f"{new_grid} (was {old_grid}); nothing to resample")
@@ -83,7 +84,7 @@ def set_classifier(ckpt: Checkpoint, num_classes: int) -> Checkpoint:
     """Keep the head when ``num_classes`` matches; drop it for 0; otherwise start a fresh one (timm's init)."""
     state, cfg, report = dict(ckpt.state_dict), dict(ckpt.config), ckpt.report.copy()
     if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 0, got {num_classes}")
     if num_classes == cfg["num_classes"]:
         return ckpt
     for key in ("head.weight", "head.bias"):
@@ -124,7 +125,7 @@ def resample_kernel_axis(weight: torch.Tensor, size: int, axis: int = 0) -> torc
     1 -> t spreads the tap evenly (I3D's mean inflation).
     """
     if size < 1:
-        raise ValueError(f"kernel size must be >= 1, got {size}")
+        raise ConfigError(f"kernel size must be >= 1, got {size}")
     dim = 2 + axis
     old = weight.shape[dim]
     if old == size:
@@ -181,7 +182,7 @@ def adapt(ckpt: Checkpoint, *, img_size: Sequence[int] | None = None, patch_size
     if patch_size is not None:
         patch = to_ntuple(patch_size, n, "patch_size")
         if patch[1:] != tuple(cfg["patch_size"])[1:]:
-            raise ValueError(f"patch_size {patch} changes the checkpoint's patch {tuple(cfg['patch_size'])} along "
+            raise ConfigError(f"patch_size {patch} changes the checkpoint's patch {tuple(cfg['patch_size'])} along "
                              "an axis other than the first; only the tubelet depth (axis 0) can be resampled. "
                              f"Use patch_size=({patch[0]}, {', '.join(map(str, tuple(cfg['patch_size'])[1:]))})")
         ckpt = set_patch_depth(ckpt, patch[0])
@@ -224,7 +225,7 @@ def adapt_checkpoint(ckpt: Checkpoint, target: Mapping[str, Any], asked: set[str
             problems.append(f"{key}: checkpoint {_norm(cfg[key])!r}, model {_norm(target[key])!r} (pass "
                             f"{key}={_norm(target[key])!r} to adapt the checkpoint or {key}={_norm(cfg[key])!r} to keep it)")
     if problems:
-        raise ValueError(f"checkpoint {ckpt.report.source or ''} does not fit the model: " + "; ".join(problems)
+        raise ConfigError(f"checkpoint {ckpt.report.source or ''} does not fit the model: " + "; ".join(problems)
                          + _shape_diff(ckpt, target))
     return adapt(ckpt, img_size=target.get("img_size"),
                  patch_size=target.get("patch_size") if "patch_size" in asked else None,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vit3d.errors import CheckpointError
+from vit3d.errors import CheckpointError, ConfigError
 from vit3d.layers import LayerScale
 from vit3d.models import CCT, VisionTransformer
 
@@ -141,14 +141,14 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     hints = dict(hints or {})
     report = report if report is not None else LoadReport()
     if "patch_embed.proj.weight" not in state:
-        raise ValueError(f"state has no patch_embed.proj.weight (keys: {sorted(state)[:8]}...); it is not a "
+        raise ConfigError(f"state has no patch_embed.proj.weight (keys: {sorted(state)[:8]}...); it is not a "
                          "convolutional-patch ViT")
     proj = state["patch_embed.proj.weight"]
     spatial_dims = proj.ndim - 2
     embed_dim, in_chans, patch = int(proj.shape[0]), int(proj.shape[1]), tuple(int(p) for p in proj.shape[2:])
     depth = len({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
     if depth == 0:
-        raise ValueError("state has no blocks.{i}.* tensors; nothing to build a transformer from")
+        raise ConfigError("state has no blocks.{i}.* tensors; nothing to build a transformer from")
     class_token = "cls_token" in state
     fc1 = state.get("blocks.0.mlp.fc1.weight")
     cfg: dict[str, Any] = dict(
@@ -162,7 +162,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
 
     heads = hints.get("num_heads") or _heads_for(embed_dim)
     if heads is None:
-        raise ValueError(f"cannot infer num_heads for embed_dim {embed_dim} (not a multiple of 64) and the "
+        raise ConfigError(f"cannot infer num_heads for embed_dim {embed_dim} (not a multiple of 64) and the "
                          "checkpoint does not store it; pass num_heads=... (CLI: --num-heads)")
     if "num_heads" not in hints:
         report.assumed.append("num_heads")
@@ -182,13 +182,13 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     if pos is None:
         choice = hints.get("pos_embed")
         if choice not in ("sincos", "sincos_seq", "none"):
-            raise ValueError("state has no pos_embed table; pass pos_embed='sincos' (fixed sin-cos positions per "
+            raise ConfigError("state has no pos_embed table; pass pos_embed='sincos' (fixed sin-cos positions per "
                              "axis), 'sincos_seq' (VideoMAE's table over the token index) or 'none' to say which "
                              "the model used")
         cfg["pos_embed"] = choice
         size = hints.get("img_size")
         if size is None:
-            raise ValueError("without a pos_embed table the input size is unknown; pass img_size=...")
+            raise ConfigError("without a pos_embed table the input size is unknown; pass img_size=...")
         cfg["img_size"] = tuple(size) if not isinstance(size, int) else (size,) * spatial_dims
         cfg["no_embed_class"] = False
         return cfg
@@ -221,7 +221,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
 def vit_config(model: nn.Module) -> dict[str, Any]:
     """Constructor keywords that rebuild ``model``'s architecture (dropout rates are left at their defaults)."""
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"vit_config expects a vit3d VisionTransformer, got {type(model).__name__}")
+        raise ConfigError(f"vit_config expects a vit3d VisionTransformer, got {type(model).__name__}")
     block = model.blocks[0]
     cfg: dict[str, Any] = dict(
         img_size=tuple(model.img_size), patch_size=tuple(model.patch_size), in_chans=model.patch_embed.in_chans,
@@ -243,7 +243,7 @@ def cct_config(model: nn.Module) -> dict[str, Any]:
     """Constructor keywords that rebuild a :class:`vit3d.models.CCT` 's architecture (dropout rates are left at
     their defaults), read from its modules as :func:`vit_config` does for the ViT."""
     if not isinstance(model, CCT):
-        raise ValueError(f"cct_config expects a vit3d CCT, got {type(model).__name__}")
+        raise ConfigError(f"cct_config expects a vit3d CCT, got {type(model).__name__}")
     tok, block = model.tokenizer, model.blocks[0]
     first_conv = tok.conv_layers[0][0]
     return dict(

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from vit3d.errors import CheckpointError
+from vit3d.errors import CheckpointError, ConfigError
 
 from .config import check_stored_config
 from .report import LoadReport, shape
@@ -259,7 +259,7 @@ def _from_monai(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple
                      ("classification_head.weight", "head.weight"), ("classification_head.bias", "head.bias")):
         _move(src, out, old, new, report)
     if "patch_embedding.patch_embeddings.1.weight" in src:
-        raise ValueError("MONAI proj_type='perceptron' checkpoints are not supported; build the MONAI ViT with "
+        raise ConfigError("MONAI proj_type='perceptron' checkpoints are not supported; build the MONAI ViT with "
                          "proj_type='conv' (the default)")
     if "classification_head.0.weight" in t:
         report.notes.append("MONAI's classification head ends in Tanh; vit3d returns the logits before it "
@@ -417,16 +417,16 @@ def convert(tensors: Tensors, fmt: str, *, config: dict[str, Any] | None = None,
     """Canonical state dict and architecture hints (or the stored config) from ``tensors`` in layout ``fmt``."""
     if fmt == VIT3D_FORMAT:
         if not metadata or "vit3d.config" not in metadata:
-            raise ValueError(f"{report.source or 'the file'} has no 'vit3d.config' metadata; it was not written "
+            raise ConfigError(f"{report.source or 'the file'} has no 'vit3d.config' metadata; it was not written "
                              "by vit3d (pick its real format or format='auto')")
         state, stored = _from_vit3d(tensors, metadata, report)
         return Converted(state, {}, stored)
     if fmt not in _CONVERTERS:
-        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
+        raise ConfigError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
     keys = list(tensors)
     absent = [m for m in FORMATS[fmt] if not any(k == m or k.endswith(("." + m, "/" + m)) for k in keys)]
     if absent:
-        raise ValueError(f"format={fmt!r} expects tensors named like {list(FORMATS[fmt])}, but {absent} are absent "
+        raise ConfigError(f"format={fmt!r} expects tensors named like {list(FORMATS[fmt])}, but {absent} are absent "
                          f"from {report.source or 'the state dict'} (found e.g. {sorted(keys)[:8]}); use "
                          f"format='auto' or the file's real format")
     return Converted(*_CONVERTERS[fmt](tensors, config or {}, report))

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice, resample_pos_embed
 from vit3d.layers.helpers import check_divisible, to_ntuple
 
@@ -38,9 +39,9 @@ def inflate_patch_kernel(weight: torch.Tensor, depth: int, method: Literal["cent
     """
     check_choice("method", method, ("central", "mean"))
     if weight.ndim != 4:
-        raise ValueError(f"expected a 2D patch kernel (D, C, kh, kw), got shape {tuple(weight.shape)}")
+        raise ConfigError(f"expected a 2D patch kernel (D, C, kh, kw), got shape {tuple(weight.shape)}")
     if depth < 1:
-        raise ValueError(f"tubelet depth must be >= 1, got {depth}")
+        raise ConfigError(f"tubelet depth must be >= 1, got {depth}")
     if method == "mean":
         return weight.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
     out = weight.new_zeros(weight.shape[0], weight.shape[1], depth, *weight.shape[2:])
@@ -88,15 +89,15 @@ def inflate(
         ckpt = Checkpoint(dict(state_2d), cfg, report)
     cfg = ckpt.config
     if cfg["spatial_dims"] != 2:
-        raise ValueError(f"inflate expects a 2D checkpoint; this one has spatial_dims={cfg['spatial_dims']}")
+        raise ConfigError(f"inflate expects a 2D checkpoint; this one has spatial_dims={cfg['spatial_dims']}")
     img_size, patch_size = to_ntuple(img_size, 3, "img_size"), to_ntuple(patch_size, 3, "patch_size")
     if patch_size[1:] != tuple(cfg["patch_size"]):
-        raise ValueError(f"in-plane patch {patch_size[1:]} differs from the checkpoint's patch "
+        raise ConfigError(f"in-plane patch {patch_size[1:]} differs from the checkpoint's patch "
                          f"{tuple(cfg['patch_size'])}; use patch_size=({patch_size[0]}, "
                          f"{', '.join(map(str, cfg['patch_size']))})")
     check_divisible(img_size, patch_size)
     if pos == "separate" and cfg["pos_embed"] != "learn":
-        raise ValueError(f"pos='separate' needs a learned position table; the checkpoint uses {cfg['pos_embed']!r}")
+        raise ConfigError(f"pos='separate' needs a learned position table; the checkpoint uses {cfg['pos_embed']!r}")
 
     if in_chans is not None:
         ckpt = set_in_chans(ckpt, in_chans)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import to_ntuple
 from vit3d.models import VisionTransformer, build_model, model_entrypoint
 
@@ -53,16 +54,16 @@ def _read(source: str | Path, fmt: str, hints: dict[str, Any], stored_hints: str
     failing, for callers that pass the same keywords to every format."""
     unknown = sorted(set(hints) - set(HINT_KEYS))
     if unknown:
-        raise ValueError(f"load_2d got unknown hint(s) {unknown}; valid hints: {list(HINT_KEYS)}")
+        raise ConfigError(f"load_2d got unknown hint(s) {unknown}; valid hints: {list(HINT_KEYS)}")
     raw = read_checkpoint(source)
     fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if fmt == "auto" else fmt
     if fmt not in FORMAT_NAMES:
-        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
+        raise ConfigError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
     report = LoadReport(source=raw.source, format=fmt, notes=list(raw.notes))
     state, found, stored = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
     if stored is not None:
         if hints and stored_hints == "error":
-            raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints "
+            raise ConfigError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints "
                              f"{sorted(hints)}")
         check_fits(state, stored, raw.source)  # a stored config is only trusted once it describes the tensors
         config = stored
@@ -87,7 +88,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             parts.append(f"not in the model: {[f'{k} {list(state[k].shape)}' for k in unexpected]}")
         if mismatched:
             parts.append(f"shape mismatch: {mismatched}")
-        raise ValueError(f"checkpoint {source} does not load strictly into {type(model).__name__}: "
+        raise ConfigError(f"checkpoint {source} does not load strictly into {type(model).__name__}: "
                          + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 
@@ -146,7 +147,7 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
         target["pos_embed"] = ckpt.config["pos_embed"]
         ckpt = adapt_checkpoint(ckpt, target, asked)
     elif dims != src["spatial_dims"]:
-        raise ValueError(f"a {src['spatial_dims']}D checkpoint cannot build a {dims}D model; only 2D -> 3D "
+        raise ConfigError(f"a {src['spatial_dims']}D checkpoint cannot build a {dims}D model; only 2D -> 3D "
                          "inflation is supported")
     else:
         ckpt = adapt_checkpoint(ckpt, target, asked)
@@ -177,7 +178,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, provenance: dict[str, An
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"output {str(path)!r} must end in .safetensors")
+        raise ConfigError(f"output {str(path)!r} must end in .safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": "pt",
@@ -230,7 +231,7 @@ def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubel
     def step(ckpt: Checkpoint) -> Checkpoint:
         plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
         if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
-            raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints "
+            raise ConfigError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints "
                              "(`vit3d adapt` changes the geometry of a 3D one)")
         return inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
                        in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
@@ -263,7 +264,7 @@ def adapt_file(source: str | Path, out: str | Path, *, frames: int | None = None
     def step(ckpt: Checkpoint) -> Checkpoint:
         cfg = ckpt.config
         if cfg["spatial_dims"] != 3:
-            raise ValueError(f"{source} holds a {cfg['spatial_dims']}D model; adapt changes 3D checkpoints "
+            raise ConfigError(f"{source} holds a {cfg['spatial_dims']}D model; adapt changes 3D checkpoints "
                              "(`vit3d inflate` turns a 2D one into 3D)")
         old = tuple(cfg["img_size"])
         size = (frames or old[0], *(tuple(img_size) if img_size is not None else old[1:]))
@@ -279,7 +280,7 @@ def _rewrite(source: str | Path, out: str | Path, fmt: str, hints: dict[str, Any
              step: Callable[[Checkpoint], Checkpoint], asked: dict[str, Any]) -> Checkpoint:
     """Read ``source``, apply ``step``, write a vit3d file with provenance: what inflate and adapt share."""
     if Path(out).suffix != ".safetensors":
-        raise ValueError(f"output {str(out)!r} must end in .safetensors")
+        raise ConfigError(f"output {str(out)!r} must end in .safetensors")
     ckpt = load_2d(source, fmt, **hints)
     result = step(ckpt)
     check_fits(result.state_dict, result.config, str(out))
