@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BadRow", "SampleError", "ValidationReport", "collate", "read_table"]
+__all__ = ["BadRow", "FailedSample", "SampleError", "ValidationReport", "collate", "read_table"]
 
 logger = logging.getLogger("vit3d.data")
 
@@ -39,6 +39,14 @@ class BadRow:
 
     def __str__(self) -> str:
         return f"row {self.row}: {self.file}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class FailedSample:
+    """What a dataset returns with ``on_error='skip'`` for a sample it cannot load: the file and the reason."""
+
+    id: str
+    reason: str
 
 
 class ValidationReport(list):
@@ -172,7 +180,8 @@ def collate(batch: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
     Returns:
         The batch dict, or ``None`` when every sample was skipped.
     """
-    samples = [s for s in batch if s is not None]
+    failed = [s for s in batch if isinstance(s, FailedSample)]
+    samples = [s for s in batch if s is not None and not isinstance(s, FailedSample)]
     if not samples:
         return None
     out: dict[str, Any] = {}
@@ -185,4 +194,5 @@ def collate(batch: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
             out[key] = torch.stack(values)
         else:
             out[key] = values
+    out["failed"] = failed
     return out
