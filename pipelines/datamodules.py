@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VolumeDataModule"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from vit3d.data.video.layouts import VIDEO_SUFFIXES  # noqa: E402 - the one table of video extensions
 
 
 class ResumableSampler(DistributedSampler):
@@ -172,7 +172,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         if split == "predict":
             split = "test"
         if Path(self.data).is_dir():  # a folder per class: root/<split>/<class>/ when present, else training only
-            if (Path(self.data) / split).is_dir():
+            if (Path(self.data) / split).is_dir() or self.kind == "clip":  # the clip dataset reads every layout
                 return self.data, split
             if split != "train":
                 raise ValueError(f"data={self.data!r} is a folder without a {split!r} sub-folder; add "
@@ -367,7 +367,8 @@ class VideoDataModule(_ClassificationDataModule):
         short_side: resize the shorter side to this before cropping (default: just cover ``frame_size``).
         num_clips: temporal views per video at test and predict time (predictions are averaged per video).
         num_crops: spatial crops per clip at test and predict time (1 or 3).
-        decoder: ``decord`` (falls back to PyAV per file) or ``pyav``.
+        decoder: ``pyav`` (default), ``decord`` or ``torchcodec`` (files they mishandle are decoded with PyAV,
+            checked per file and reported).
         augment: random clips, scales and crops of training videos.
         flip: random horizontal flips in training; turn off when left/right matters (motion direction).
         mean: per-channel normalisation mean; ``null`` uses the dataset default.
@@ -400,7 +401,7 @@ class VideoDataModule(_ClassificationDataModule):
         short_side: int | None = None,
         num_clips: int = 1,
         num_crops: Literal[1, 3] = 1,
-        decoder: Literal["decord", "pyav"] = "decord",
+        decoder: Literal["pyav", "decord", "torchcodec"] = "pyav",
         augment: bool = True,
         flip: bool = True,
         mean: list[float] | None = None,

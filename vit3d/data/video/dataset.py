@@ -298,11 +298,14 @@ class VideoClipDataset(Dataset):
             lo, hi, span, step, table = float(times[first]), float(times[last]), (self.frames - 1) / self.fps, \
                 1.0 / self.fps, times
         if hi - lo < span - 1e-6 and self.on_short == "error":
-            unit = "frames" if self.fps is None else "s"
-            have = f"{last - first + 1} frames ({times[last] - times[first]:.2f} s)"
-            raise SampleError(meta.path, f"video shorter than the clip: {have} but {self.frames} frames "
-                                         f"{'at stride ' + str(self.stride) if self.fps is None else f'at {self.fps:g} fps'}"
-                                         f" span {span:g} {unit}; lower frames/stride or pass on_short='repeat'")
+            n, seconds = last - first + 1, times[last] - times[first]
+            if self.fps is None:
+                have, need = f"{n} frames ({seconds:.2f} s at {meta.fps:.3g} fps)", \
+                    f"{self.frames} frames at stride {self.stride} need {int(span) + 1}"
+            else:
+                have, need = f"{seconds:.2f} s ({n} frames)", f"{self.frames} frames at {self.fps:g} fps need {span:.2f} s"
+            raise SampleError(meta.path, f"video shorter than the clip: {have} but {need}; lower frames/"
+                                         f"{'stride' if self.fps is None else 'fps'} or pass on_short='repeat'")
         clips = []
         for start, clip_index in self.sampler(lo, hi, span, rng, discrete=self.fps is None):
             positions = start + np.arange(self.frames) * step
