@@ -308,7 +308,7 @@ class ClassificationModule(pl.LightningModule):
         return torch.Generator().manual_seed(seed % 2**63)
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:  # every sample of the batch was skipped (data.on_error=skip)
+        if "image" not in batch:  # every sample of the batch was skipped (data.on_error=skip)
             return None
         x, y = batch["image"], batch["label"]
         if (y < 0).any():
@@ -328,7 +328,7 @@ class ClassificationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, stage: str, batch: dict[str, Any] | None) -> None:
-        if batch is None:
+        if "image" not in batch:
             return
         logits = self(batch["image"]).float()
         y = batch["label"]
@@ -375,7 +375,7 @@ class ClassificationModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> dict[str, Any]:
-        if batch is None:
+        if "image" not in batch:
             return {"id": [], "probs": torch.zeros(0, self.num_classes), "label": torch.zeros(0, dtype=torch.long)}
         probs = self(batch["image"]).float().softmax(-1).cpu()
         return {"id": list(batch["id"]), "probs": probs, "label": batch["label"].cpu()}

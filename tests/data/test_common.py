@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vit3d.data import BadRow, ValidationReport, collate
+from vit3d.data import BadRow, FailedSample, ValidationReport, collate
 from vit3d.data.common import infer_classes, label_index, read_table, select_split
 
 
@@ -35,6 +35,8 @@ def test_read_table_resolves_paths_against_the_csv(tmp_path: Path) -> None:
 def test_classes() -> None:
     rows = [{"label": v} for v in ("10", "2", "1", "", "2")]
     assert infer_classes(rows, "label", None) == ["1", "2", "10"]  # numeric labels sort numerically
+    split = [{"label": "a", "split": "train"}, {"label": "b", "split": "train"}, {"label": "zebra", "split": "val"}]
+    assert infer_classes(split, "label", None) == ["a", "b"]  # classes come from the training split only
     assert infer_classes([{"label": "tube"}, {"label": "sphere"}], "label", None) == ["sphere", "tube"]
     assert infer_classes(rows, "label", ["b", "a"]) == ["b", "a"]
     assert label_index("", ["a"], "f") == -1 and label_index("a", ["a"], "f") == 0
@@ -46,14 +48,17 @@ def test_collate() -> None:
     def sample(i: int) -> dict:
         return {"image": torch.full((1, 2, 3, 4), float(i)), "label": torch.tensor(i), "id": f"v{i}", "view": i % 2}
 
-    batch = collate([sample(0), None, sample(1), sample(2)])
+    bad = FailedSample("x.nii.gz", "empty file (0 bytes)")
+    batch = collate([sample(0), bad, sample(1), sample(2)])
     assert batch["image"].shape == (3, 1, 2, 3, 4) and batch["image"][:, 0, 0, 0, 0].tolist() == [0, 1, 2]
     assert batch["label"].tolist() == [0, 1, 2] and batch["label"].dtype == torch.int64
     assert batch["id"] == ["v0", "v1", "v2"] and batch["view"].tolist() == [0, 1, 0]
-    assert collate([None]) is None
+    assert batch["failed"] == [bad] and collate([sample(0)])["failed"] == []
+    assert collate([bad, bad]) == {"failed": [bad, bad]}  # nothing to compute: no image, label or id
 
 
 def test_report() -> None:
-    report = ValidationReport([BadRow(3, "x.nii", "broken")], total=10)
-    assert report and str(report) == "1 of 10 rows are unusable:\n  row 3: x.nii: broken"
+    report = ValidationReport([BadRow(3, "x.nii", "broken"), BadRow(3, "", "empty label")], total=10)
+    assert report and str(report) == "1 of 10 rows are unusable:\n  row 3: x.nii: broken\n  row 3: empty label"
+    assert report.rows == [3]
     assert not ValidationReport([], total=2) and ValidationReport([], total=2).format_report() == "all 2 rows are usable"

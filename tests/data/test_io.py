@@ -38,7 +38,7 @@ def test_nibabel_shipped_anisotropic_nifti_via_simpleitk_agrees() -> None:
 def test_nibabel_shipped_4d_series() -> None:
     path = os.path.join(data_path, "example4d.nii.gz")
     with pytest.raises(SampleError, match=r"4D series with 2 volumes of shape \(128, 96, 24\) where a 3D volume "
-                                          r"is expected; pass on_4d='first' or 'mean'"):
+                                          r"is expected \(.*example4d.nii.gz\); pass on_4d='first' or 'mean'"):
         read_volume(path)
     data = nib.load(path).get_fdata()
     np.testing.assert_allclose(read_volume(path, on_4d="first")[0].numpy(), data[..., 0], atol=1e-4)
@@ -71,21 +71,21 @@ def test_simpleitk_formats(tmp_path: Path, suffix: str) -> None:
 
 
 def test_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(MissingFileError, match="nope.nii.gz: file not found"):
+    with pytest.raises(MissingFileError, match=r"file not found \(.*nope.nii.gz\); check the path"):
         read_volume(tmp_path / "nope.nii.gz")
     bad = tmp_path / "corrupt.nii.gz"
     bad.write_bytes(b"this is not a NIfTI file" * 10)
-    with pytest.raises(SampleError, match="corrupt.nii.gz: unreadable or corrupt file"):
+    with pytest.raises(SampleError, match=r"corrupt.nii.gz"):
         read_volume(bad)
     flat = write_nifti(tmp_path / "flat.nii.gz", np.ones((8, 9), dtype=np.float32))
-    with pytest.raises(SampleError, match=r"2D image of shape \(8, 9\) where a 3D volume is expected; "
-                                          r"pass on_2d='slice'"):
+    with pytest.raises(SampleError, match=r"2D image of shape \(8, 9\) where a 3D volume is expected "
+                                          r"\(.*flat.nii.gz\); pass on_2d='slice'"):
         read_volume(flat)
     sl = read_volume(flat, on_2d="slice")
     assert tuple(sl.shape) == (1, 8, 9, 1) and sl.affine.shape == (4, 4)
     arr = np.zeros((4, 4, 4), dtype=np.float32)
     arr[0, 0, 0], arr[1, 1, 1], arr[2, 2, 2] = np.nan, np.inf, -np.inf
     nan = write_nifti(tmp_path / "nan.nii.gz", arr)
-    with pytest.raises(SampleError, match="nan.nii.gz: 1 NaN and 2 infinite voxels"):
+    with pytest.raises(SampleError, match=r"1 NaN and 2 infinite voxels \(.*nan.nii.gz\)"):
         read_volume(nan)
     assert torch.isfinite(read_volume(write_nifti(tmp_path / "ok.nii.gz", np.nan_to_num(arr)))).all()

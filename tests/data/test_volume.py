@@ -212,7 +212,7 @@ def test_bad_arguments(volume_csv: Path) -> None:
         VolumeDataset([{"image": "a.nii.gz", "label": "x"}], split="train")
     with pytest.raises(ValueError, match="column 'flair' is missing"):
         VolumeDataset(volume_csv, image_keys=("image", "flair"))
-    with pytest.raises(FileNotFoundError, match="missing.csv does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"dataset table not found \(missing.csv\)"):
         VolumeDataset("missing.csv")
     with pytest.raises(ValueError, match=r"window \(240.0, -160.0\)"):
         VolumeDataset(volume_csv, window=(240.0, -160.0))
@@ -235,4 +235,4 @@ def test_mixed_formats_in_one_table(tmp_path: Path) -> None:
     for s in samples:
         np.testing.assert_allclose(s.numpy(), expected, atol=1e-6)
     report = ds.validate()
-    assert not report and str(report) == "all 4 rows are usable"
+    assert not report and str(report) == f"all 4 rows of {table} are usable"

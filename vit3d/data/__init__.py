@@ -4,11 +4,12 @@ MONAI, TorchIO, decord and PyAV are imported where they are used, so ``import vi
 """
 
 from . import synthetic
-from .common import BadRow, SampleError, ValidationReport, collate
+from .common import BadRow, FailedSample, SampleError, ValidationReport, collate
+from .table import Row, TableDataset
 from .video import VideoClipDataset, average_views
 from .volume import VolumeDataset, load_volume
 
 __all__ = [
-    "BadRow", "SampleError", "ValidationReport", "VideoClipDataset", "VolumeDataset", "average_views", "collate",
-    "load_volume", "synthetic",
+    "BadRow", "FailedSample", "Row", "SampleError", "TableDataset", "ValidationReport", "VideoClipDataset",
+    "VolumeDataset", "average_views", "collate", "load_volume", "synthetic",
 ]

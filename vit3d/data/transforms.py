@@ -29,12 +29,6 @@ Preset = Literal["ct", "mri"]
 PRESETS = ("ct", "mri")
 
 
-def _transform_bases() -> tuple[type, type]:
-    from monai.transforms import InvertibleTransform, MapTransform
-
-    return MapTransform, InvertibleTransform
-
-
 _CLASSES: dict[str, type] = {}
 
 
@@ -43,7 +37,7 @@ def _classes() -> dict[str, type]:
     if _CLASSES:
         return _CLASSES
     from monai.data import MetaTensor
-    from monai.transforms import InvertibleTransform, MapTransform, Randomizable, Transform
+    from monai.transforms import InvertibleTransform, MapTransform
 
     class LoadVolumed(MapTransform):
         """Load each key's path with :func:`vit3d.data.io.read_volume` (checks included)."""
@@ -113,44 +107,7 @@ def _classes() -> dict[str, type]:
             d[self.name] = first
             return d
 
-    class PrepareStage(Transform):
-        """The deterministic stage; a failure becomes an error marker dict (cached like a result)."""
-
-        def __init__(self, fn: Callable) -> None:
-            self.fn = fn
-
-        def __call__(self, data: Mapping[Hashable, Any]) -> Any:
-            from .common import MissingFileError, as_sample_error
-
-            try:
-                return self.fn(data)
-            except Exception as exc:  # noqa: BLE001 - reported per sample, raised or skipped by the dataset
-                err = as_sample_error(exc, str(data.get("id", "?")))
-                return {"__error__": err.reason, "__file__": err.file,
-                        "__missing__": isinstance(err, MissingFileError)}
-
-    class AugmentStage(Randomizable, Transform):
-        """The random stage; passes error markers through."""
-
-        def __init__(self, fn: Callable) -> None:
-            self.fn = fn
-
-        def set_random_state(self, seed: int | None = None, state: Any = None) -> AugmentStage:
-            super().set_random_state(seed, state)
-            if hasattr(self.fn, "set_random_state"):
-                self.fn.set_random_state(seed=seed, state=state)
-            return self
-
-        def randomize(self, data: Any) -> None:
-            pass
-
-        def __call__(self, data: Mapping[Hashable, Any]) -> Any:
-            if "__error__" in data:
-                return data
-            return self.fn(data)
-
-    _CLASSES.update(LoadVolumed=LoadVolumed, ToDHWd=ToDHWd, ConcatChannelsd=ConcatChannelsd,
-                    PrepareStage=PrepareStage, AugmentStage=AugmentStage)
+    _CLASSES.update(LoadVolumed=LoadVolumed, ToDHWd=ToDHWd, ConcatChannelsd=ConcatChannelsd)
     return _CLASSES
 
 
@@ -308,8 +265,3 @@ def build_torchio_stages(preset: Preset | None, *, image_keys: Sequence[str], ma
         return _TorchioPrepare(None, image_keys, mask_key, None, None, window, on_2d, on_4d, reader), user_transform
     prepare = _TorchioPrepare(preset, image_keys, mask_key, img_size, spacing, window, on_2d, on_4d, reader)
     return prepare, (_TorchioAugment(preset, mask_key) if train else None)
-
-
-def stage_classes() -> dict[str, type]:
-    """``PrepareStage`` / ``AugmentStage`` wrappers (MONAI ``Transform`` / ``Randomizable``) for caching."""
-    return _classes()

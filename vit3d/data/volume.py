@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from vit3d.errors import InputError
 from vit3d.layers.helpers import check_choice, to_ntuple
 
-from .common import (
-    BadRow,
-    MissingFileError,
-    SampleError,
-    ValidationReport,
-    handle_error,
-    infer_classes,
-    label_index,
-    read_table,
-    select_split,
-)
-from .io import file_stamp, read_volume
+from .common import SampleError, find_input_error
+from .io import file_stamp
+from .table import OnError, Row, TableDataset
 
-__all__ = ["VolumeDataset", "load_volume"]
+__all__ = ["MAX_ABS_VALUE", "VolumeDataset", "load_volume"]
 
 CacheMode = Literal["none", "memory", "disk"]
+
+# Largest magnitude a preprocessed voxel may have. Beyond it a ViT's activations overflow: float16 (autocast)
+# tops out at 65504 after the patch projection, LayerNorm's float32 variance at about 1e19.
+MAX_ABS_VALUE = 1e6
 
 
 def _default_cache_dir() -> Path:
@@ -38,7 +35,75 @@ def _default_cache_dir() -> Path:
     return Path(base) / "vit3d" / "volumes"
 
 
-class VolumeDataset(Dataset):
+@dataclass(frozen=True)
+class PrepareFailure:
+    """The result of the deterministic stage for an input that cannot be used (cached like a result, so a bad
+    file is not re-read every epoch)."""
+
+    error: InputError
+
+
+@functools.cache
+def _stage_classes() -> tuple[type, type]:
+    """``(PrepareStage, AugmentStage)``: MONAI ``Transform`` subclasses, defined on first use (MONAI is imported
+    lazily); every lazily defined MONAI subclass in :mod:`vit3d.data` is built by a ``functools.cache``'d function."""
+    from monai.transforms import Randomizable, Transform
+
+    class PrepareStage(Transform):
+        """The deterministic stage; an input error becomes a :class:`PrepareFailure` when ``keep_failures``."""
+
+        def __init__(self, fn: Callable, keep_failures: bool) -> None:
+            self.fn, self.keep_failures = fn, keep_failures
+
+        def __call__(self, data: Mapping[str, Any]) -> Any:
+            try:
+                return self.fn(data)
+            except Exception as exc:
+                err = find_input_error(exc)
+                if err is None or not self.keep_failures:
+                    raise
+                return PrepareFailure(err)
+
+    class AugmentStage(Randomizable, Transform):
+        """The random stage; passes a :class:`PrepareFailure` through."""
+
+        def __init__(self, fn: Callable) -> None:
+            self.fn = fn
+
+        def set_random_state(self, seed: int | None = None, state: Any = None) -> AugmentStage:
+            super().set_random_state(seed, state)
+            if hasattr(self.fn, "set_random_state"):
+                self.fn.set_random_state(seed=seed, state=state)
+            return self
+
+        def randomize(self, data: Any) -> None:
+            pass
+
+        def __call__(self, data: Any) -> Any:
+            if isinstance(data, PrepareFailure):
+                return data
+            return self.fn(data)
+
+    return PrepareStage, AugmentStage
+
+
+def check_values(image: torch.Tensor, file: str, preset: str | None) -> None:
+    """Raise a SampleError naming ``file`` when a preprocessed image holds NaN, infinite or overflowing values."""
+    values = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    finite = np.isfinite(values)
+    if not finite.all():
+        n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        raise SampleError(file, f"preprocessing (preset {preset!r}) produced {n_nan} NaN and {n_inf} infinite "
+                                "voxels, from extreme values in the file",
+                          fix="clip the file's values to their real range, or use another preset / normalize=")
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise SampleError(file, f"values up to {peak:.3g} after preprocessing (preset {preset!r}), beyond "
+                                f"+-{MAX_ABS_VALUE:.0e} where a model's activations overflow",
+                          fix="use preset='ct' or 'mri', or normalize=(mean, std), to bring them to a small range")
+
+
+class VolumeDataset(TableDataset):
     """3D volumes (CT, MRI) for classification, one row per sample.
 
     Args:
@@ -49,7 +114,9 @@ class VolumeDataset(Dataset):
         label_key: column holding the class name; empty means unlabelled (label -1).
         mask_key: optional column with a label map (e.g. a lesion mask) transformed with the image
             (nearest interpolation) and returned under the same key.
-        classes: class names in index order; default: the sorted distinct labels of all rows (every split).
+        classes: class names in index order; default: the sorted distinct labels of the training split (rows
+            whose ``split`` is ``train``; every row when there are none). Other labels are reported by
+            ``validate()``.
         preset: ``'ct'`` (Hounsfield window to [0, 1]), ``'mri'`` (z-score over the foreground) or None
             (no intensity processing).
         backend: ``'monai'`` dictionary transforms or ``'torchio'`` transforms for the same preset.
@@ -64,8 +131,8 @@ class VolumeDataset(Dataset):
             modification time and size and the preprocessing settings.
         cache_dir: folder for ``cache='disk'`` (default ``~/.cache/vit3d/volumes``).
         cache_num_workers: threads filling the memory cache.
-        on_error: ``'raise'`` raises an error naming the file; ``'skip'`` logs it and returns None (dropped
-            by :func:`vit3d.data.collate`).
+        on_error: ``'raise'`` raises an error naming the file; ``'skip'`` logs it (once per row) and returns a
+            :class:`~vit3d.data.common.FailedSample`, which :func:`vit3d.data.collate` gathers under ``"failed"``.
         window: CT Hounsfield window ``(low, high)`` mapped to [0, 1] (default soft tissue, W400 L40).
         on_2d: ``'error'`` or ``'slice'`` (read a 2D image as a one-slice volume).
         on_4d: ``'error'``, ``'first'`` or ``'mean'`` for 4D series.
@@ -96,7 +163,7 @@ class VolumeDataset(Dataset):
         cache: CacheMode = "none",
         cache_dir: str | os.PathLike | None = None,
         cache_num_workers: int = 1,
-        on_error: Literal["raise", "skip"] = "raise",
+        on_error: OnError = "raise",
         window: tuple[float, float] = (-160.0, 240.0),
         on_2d: Literal["error", "slice"] = "error",
         on_4d: Literal["error", "first", "mean"] = "error",
@@ -107,7 +174,6 @@ class VolumeDataset(Dataset):
         check_choice("preset", preset, ("ct", "mri", None))
         check_choice("backend", backend, ("monai", "torchio"))
         check_choice("cache", cache, ("none", "memory", "disk"))
-        check_choice("on_error", on_error, ("raise", "skip"))
         check_choice("on_2d", on_2d, ("error", "slice"))
         check_choice("on_4d", on_4d, ("error", "first", "mean"))
         if transform is not None and not callable(transform):
@@ -127,27 +193,22 @@ class VolumeDataset(Dataset):
             raise ValueError(f"normalize {tuple(normalize)} must be (mean, std) with std > 0, e.g. (0.5, 0.5)")
         self.normalize = None if normalize is None else (float(normalize[0]), float(normalize[1]))
         self.spacing, self.window = spacing, (float(window[0]), float(window[1]))
-        self.preset, self.backend, self.train, self.cache, self.on_error = preset, backend, train, cache, on_error
+        self.preset, self.backend, self.train, self.cache = preset, backend, train, cache
         self.on_2d, self.on_4d, self.reader, self.user_transform = on_2d, on_4d, reader, transform
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.cache_num_workers = cache_num_workers
 
-        path_keys = list(self.image_keys) + ([mask_key] if mask_key else [])
-        all_rows = read_table(data, path_keys=path_keys, root=root)
-        self.classes = infer_classes(all_rows, label_key, classes)
-        self.rows = select_split(all_rows, split)
-        self.split = split
         self._stages: tuple[Any, Any] | None = None
         self._dataset: Any = None
+        self._augment_stage: Any = None
         self._seeded_pid: int | None = None
+        path_keys = list(self.image_keys) + ([mask_key] if mask_key else [])
+        super().__init__(data, split=split, classes=classes, label_key=label_key, path_keys=path_keys,
+                         on_error=on_error, root=root)
         if cache == "memory":  # fill the cache now, before DataLoader workers fork and share it
             self._get_dataset()
 
     # ------------------------------------------------------------------------------------------ properties
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     @property
     def in_chans(self) -> int:
@@ -157,18 +218,16 @@ class VolumeDataset(Dataset):
     def img_size(self) -> tuple[int, int, int]:
         """``(D, H, W)`` of the samples: ``img_size`` when given, else the first usable sample's size."""
         if self._img_size is None:
-            for i in range(len(self)):
+            for row in self.rows:
                 try:
-                    self._img_size = tuple(self._prepare_row(self.rows[i][1])["image"].shape[1:])
+                    self._img_size = tuple(self._prepare_row(row.values)["image"].shape[1:])
                     break
-                except SampleError:
+                except InputError:
                     continue
             else:
-                raise ValueError("img_size is unknown: no row could be loaded; run validate() for the reasons")
+                raise InputError("img_size is unknown: no row of the table could be loaded", file=self.table,
+                                 fix="give img_size=, or run validate() to see why each row fails")
         return self._img_size
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __repr__(self) -> str:
         return (f"VolumeDataset({len(self)} rows, split={self.split!r}, classes={self.classes}, "
@@ -217,13 +276,15 @@ class VolumeDataset(Dataset):
         from monai import data as md
         from monai.transforms import Compose
 
-        from .transforms import stage_classes
-
-        sc = stage_classes()
+        prepare_stage, augment_stage = _stage_classes()
         prepare, augment = self.stages
-        chain = [sc["PrepareStage"](prepare)] + ([sc["AugmentStage"](augment)] if augment is not None else [])
+        # A failure is kept as a typed result in memory; the disk cache stores only tensors (torch.load with
+        # weights_only=True), so there a failing file is read again when it is asked for again.
+        chain = [prepare_stage(prepare, keep_failures=self.cache != "disk")]
+        if augment is not None:
+            chain.append(augment_stage(augment))
         transform = Compose(chain)
-        items = [self._item(i, row) for i, row in self.rows]
+        items = [self._item(row.index, row.values) for row in self.rows]
         if self.cache == "memory":
             self._dataset = md.CacheDataset(items, transform, num_workers=self.cache_num_workers, progress=False)
         elif self.cache == "disk":
@@ -238,11 +299,11 @@ class VolumeDataset(Dataset):
     def _reseed(self) -> None:
         """Give every worker process its own augmentation stream (MONAI transforms keep a NumPy RandomState)."""
         pid = os.getpid()
-        if self._seeded_pid != pid and getattr(self, "_augment_stage", None) is not None:
+        if self._seeded_pid != pid and self._augment_stage is not None:
             self._augment_stage.set_random_state(seed=torch.initial_seed() % (2 ** 32))
         self._seeded_pid = pid
 
-    def _to_sample(self, out: Mapping[str, Any], label: int, ident: str) -> dict[str, Any]:
+    def _to_sample(self, out: Mapping[str, Any], ident: str) -> dict[str, Any]:
         if isinstance(out, torch.Tensor):
             out = {"image": out}
         image = out["image"]
@@ -251,30 +312,40 @@ class VolumeDataset(Dataset):
         if image.dtype != torch.float32:
             image = image.float()
         if image.ndim != 4:
-            raise SampleError(ident, f"the transform returned an image of shape {tuple(image.shape)}; "
-                                     "expected (C, D, H, W)")
+            raise ValueError(f"the transform returned an image of shape {tuple(image.shape)} for {ident}; "
+                             "expected (C, D, H, W)")
         if self.normalize is not None:
             image = (image - self.normalize[0]) / self.normalize[1]
-        sample = {"image": image, "label": torch.tensor(label, dtype=torch.int64), "id": ident, "view": 0}
+        check_values(image, ident, self.preset)
+        sample = {"image": image}
         if self.mask_key:
             sample[self.mask_key] = out[self.mask_key]
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        row_index, row = self.rows[index]
-        ident = str(row.get(self.image_keys[0]))
+    def _transformed(self, position: int, seed: int | None) -> Any:
+        """Item ``position`` through the (cached) MONAI dataset: its random stage seeded by ``seed`` when given."""
+        dataset = self._get_dataset()
+        self._reseed()
         try:
-            label = label_index(row.get(self.label_key), self.classes, ident)
-            dataset = self._get_dataset()
-            self._reseed()
-            out = dataset[index]
-            if isinstance(out, Mapping) and "__error__" in out:
-                cls = MissingFileError if out.get("__missing__") else SampleError
-                raise cls(out["__file__"], out["__error__"])
-            return self._to_sample(out, label, ident)
-        except SampleError as err:
-            handle_error(err, self.on_error)
-            return None
+            if seed is None:
+                out = dataset[position]
+            else:  # MONAI transforms draw from their own RandomState, TorchIO ones from torch's
+                if self._augment_stage is not None:
+                    self._augment_stage.set_random_state(seed=seed % 2**32)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    out = dataset[position]
+        except Exception as exc:
+            err = find_input_error(exc)
+            if err is None:
+                raise
+            raise err from None
+        if isinstance(out, PrepareFailure):
+            raise out.error
+        return out
+
+    def load(self, row: Row, *, view: int, seed: int | None) -> dict[str, Any]:
+        return self._to_sample(self._transformed(self._positions[row.index], seed), self.sample_id(row))
 
     # ------------------------------------------------------------------------------------------ inference
 
@@ -283,10 +354,11 @@ class VolumeDataset(Dataset):
         item = self._item(-1, row)
         try:
             return prepare(item)
-        except Exception as exc:  # noqa: BLE001
-            from .common import as_sample_error
-
-            raise as_sample_error(exc, item["id"]) from exc
+        except Exception as exc:
+            err = find_input_error(exc)
+            if err is None:
+                raise
+            raise err from None
 
     def load_one(self, path: str | os.PathLike | Mapping[str, str]) -> dict[str, Any]:
         """One sample for inference with the exact eval preprocessing (no augmentation, no cache).
@@ -304,7 +376,9 @@ class VolumeDataset(Dataset):
             raise ValueError(f"load_one needs a path for every image key {self.image_keys}; missing {missing}")
         row = {k: str(Path(v).expanduser().absolute()) for k, v in row.items()}
         out = self._prepare_row(row)
-        return self._to_sample(out, -1, row[self.image_keys[0]])
+        sample = self._to_sample(out, row[self.image_keys[0]])
+        sample.update(label=torch.tensor(-1, dtype=torch.int64), id=row[self.image_keys[0]], view=0)
+        return sample
 
     def invert(self, array: torch.Tensor, sample: Mapping[str, Any]) -> Any:
         """Map a ``(D, H, W)`` or ``(C, D, H, W)`` array in model space back to the original file's grid.
@@ -343,38 +417,27 @@ class VolumeDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------ checks
 
-    def validate(self, num_workers: int = 1) -> ValidationReport:
-        """Check every row before training: label known, file present and readable, 3D, finite voxels.
-
-        Args:
-            num_workers: threads reading files in parallel.
-
-        Returns:
-            A :class:`ValidationReport` (a list of :class:`BadRow`; empty when every row is usable).
-        """
-
-        def check(pair: tuple[int, Mapping[str, Any]]) -> list[BadRow]:
-            row_index, row = pair
-            bad = []
-            ident = str(row.get(self.image_keys[0]))
-            try:
-                label_index(row.get(self.label_key), self.classes, ident)
-            except SampleError as err:
-                bad.append(BadRow(row_index, err.file, err.reason))
-            for key in (*self.image_keys, *([self.mask_key] if self.mask_key else [])):
-                path = row.get(key)
-                if path in (None, ""):
-                    bad.append(BadRow(row_index, "", f"empty {key!r} column"))
-                    continue
-                try:
-                    read_volume(path, on_2d=self.on_2d, on_4d=self.on_4d, reader=self.reader)
-                except SampleError as err:
-                    bad.append(BadRow(row_index, err.file, err.reason))
-            return bad
-
-        with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            results = list(pool.map(check, self.rows))
-        return ValidationReport([b for r in results for b in r], total=len(self.rows))
+    def check_row(self, row: Row) -> list[InputError]:
+        """The errors of ``row``'s files: empty path columns, unreadable or hostile files, bad geometry, and values
+        that are not finite (or overflow) after preprocessing. Reuses the memory cache when it is filled."""
+        errors: list[InputError] = []
+        for key in self.path_keys:
+            if str(row.values.get(key) or "").strip() == "":
+                errors.append(SampleError(self.sample_id(row), f"empty {key!r} column in row {row.index}",
+                                          fix="fill in the path or remove the row"))
+        if errors:
+            return errors
+        try:
+            if self.cache == "memory" and self._dataset is not None:
+                out = self._dataset._cache[self._positions[row.index]]  # CacheDataset: filled at construction
+                if isinstance(out, PrepareFailure):
+                    raise out.error
+            else:
+                out = self._prepare_row(row.values)
+            self._to_sample(out, self.sample_id(row))
+        except InputError as err:
+            errors.append(err)
+        return errors
 
 
 def load_volume(path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def test_skip_returns_failed_sample_logged_once(video_corpus: dict[str, Item], c
     assert sum("zero.mp4" in r.message for r in caplog.records) == 1
     batch = collate([ds[0], ds[1]])
     assert batch["image"].shape[0] == 1 and [f.id for f in batch["failed"]] == [str(video_corpus["zero"].path)]
-    with pytest.raises(SampleError, match="zero.mp4: empty file"):
+    with pytest.raises(SampleError, match=r"empty file \(0 bytes\) \(.*zero.mp4\); re-copy"):
         VideoClipDataset(rows, frames=4, img_size=(24, 24))[0]
 
 

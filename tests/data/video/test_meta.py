@@ -54,9 +54,9 @@ def test_damaged_tail_ends_at_the_last_decodable_frame(video_corpus: dict[str, I
                                           ("no_index", "truncated before its"),
                                           ("text", "not a video container FFmpeg can read")])
 def test_broken_files_get_specific_reasons(video_corpus: dict[str, Item], name: str, reason: str) -> None:
-    with pytest.raises(VideoProbeError, match=reason.replace("(", r"\(").replace(")", r"\)")) as info:
+    with pytest.raises(VideoProbeError) as info:
         probe(video_corpus[name].path)
-    assert info.value.file == str(video_corpus[name].path)
+    assert reason in info.value.reason and info.value.file == str(video_corpus[name].path)
 
 
 def test_missing_file_and_folder(tmp_path: Path) -> None:

@@ -10,31 +10,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from vit3d.errors import ConfigError
+from vit3d.errors import ConfigError, InputError
 from vit3d.layers.helpers import check_choice, to_ntuple
 
-from ..common import (
-    BadRow,
-    FailedSample,
-    SampleError,
-    ValidationReport,
-    as_sample_error,
-    infer_classes,
-    label_index,
-    read_table,
-    select_split,
-)
-from ..seeding import SampleKey, split_key
+from ..common import BadRow, SampleError, ValidationReport, read_table
+from ..table import OnError, Row, TableDataset
 from .decoders import DecoderName, PyAVDecoder, VideoDecoder, cross_check, get_decoder
 from .layouts import read_video_folder, stratified_split
 from .meta import MetadataCache, VideoMeta, default_cache
@@ -67,8 +54,9 @@ class VideoValidationReport(ValidationReport):
     """:class:`~vit3d.data.common.ValidationReport` plus notes that do not make a row unusable: files of a
     dataset folder that are not videos or not listed, and files decoded with PyAV instead of the chosen backend."""
 
-    def __init__(self, rows: Sequence[BadRow] = (), total: int = 0, notes: Sequence[str] = ()) -> None:
-        super().__init__(rows, total=total)
+    def __init__(self, rows: Sequence[BadRow] = (), total: int = 0, source: str | None = None,
+                 notes: Sequence[str] = ()) -> None:
+        super().__init__(rows, total=total, source=source)
         self.notes = list(notes)
 
     def format_report(self) -> str:
@@ -78,7 +66,7 @@ class VideoValidationReport(ValidationReport):
         return text
 
 
-class VideoClipDataset(Dataset):
+class VideoClipDataset(TableDataset):
     """Video clips for action / motion classification.
 
     Args:
@@ -130,7 +118,9 @@ class VideoClipDataset(Dataset):
 
     Samples: ``image`` float32 ``(C, T, H, W)``, ``label`` int64 scalar, ``id`` (the video path), ``view``
     (``clip_index * num_crops + crop_index``), ``times`` float32 ``(T,)`` seconds since the video's first frame.
-    Indexing with a :class:`~vit3d.data.seeding.SampleKey` draws every random choice from its seed.
+    Indexing with a :class:`~vit3d.data.seeding.SampleKey` draws every random choice (clip start, scale, crop,
+    flip) from its seed. Table reading, classes, label checks and ``on_error`` come from
+    :class:`~vit3d.data.table.TableDataset`.
     """
 
     def __init__(
@@ -156,7 +146,7 @@ class VideoClipDataset(Dataset):
         mean: Sequence[float] = KINETICS_MEAN,
         std: Sequence[float] = KINETICS_STD,
         on_short: Literal["error", "repeat"] = "error",
-        on_error: Literal["raise", "skip"] = "raise",
+        on_error: OnError = "raise",
         root: str | os.PathLike | None = None,
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
@@ -168,7 +158,6 @@ class VideoClipDataset(Dataset):
     ) -> None:
         check_choice("num_crops", num_crops, (1, 3))
         check_choice("on_short", on_short, ("error", "repeat"))
-        check_choice("on_error", on_error, ("raise", "skip"))
         if frames < 1 or stride < 1:
             raise ConfigError(f"frames={frames} and stride={stride} must be at least 1")
         if fps is not None and fps <= 0:
@@ -188,46 +177,54 @@ class VideoClipDataset(Dataset):
         self._pyav = self.decoder if self.decoder.name == "pyav" else PyAVDecoder(num_threads=decode_threads)
         self.fallback, self.decode_resize = fallback, decode_resize
         self.train, self.flip, self.mean, self.std = train, flip, tuple(mean), tuple(std)
-        self.on_short, self.on_error = on_short, on_error
+        self.on_short = on_short
         self.probe_workers = probe_workers
         if isinstance(metadata_cache, MetadataCache):
             self.cache = metadata_cache
         else:
             self.cache = MetadataCache(metadata_cache) if metadata_cache is not None else default_cache()
         self.ignored_files: list[tuple[str, str]] = []
+        self._layout = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed,
+                            split_files=split_files, fold=split_fold)
+        self._layout_classes: list[str] | None = None
+        self._last: tuple[tuple[str, int], torch.Tensor, Clip] | None = None
+        self._fallback_logged: set[str] = set()
+        super().__init__(data, split=split, classes=classes, label_key="label", path_keys=("path",),
+                         on_error=on_error, root=root)
+        if classes is None and self._layout_classes is not None:  # e.g. classInd.txt order
+            self.classes = list(self._layout_classes)
 
-        default_classes: list[str] | None = None
+    def read_rows(self, data: Any, *, split: str | Sequence[str] | None, root: str | os.PathLike | None
+                  ) -> tuple[list[dict[str, Any]], str | Sequence[str] | None]:
+        """Rows of a CSV, a list of dicts or a dataset folder (see ``data``), with val/test splits carved out
+        when ``val_fraction`` / ``test_fraction`` ask for them."""
+        lay = self._layout
         if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
-            table = read_video_folder(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed,
-                                      split_files=split_files, fold=split_fold)
-            all_rows, default_classes, self.ignored_files = table.rows, table.classes, table.ignored
+            table = read_video_folder(data, val_fraction=lay["val_fraction"], test_fraction=lay["test_fraction"],
+                                      seed=lay["seed"], split_files=lay["split_files"], fold=lay["fold"])
+            rows, self._layout_classes, self.ignored_files = table.rows, table.classes, table.ignored
             if self.ignored_files:
                 shown = "; ".join(f"{f}: {why}" for f, why in self.ignored_files[:5])
                 more = f" (and {len(self.ignored_files) - 5} more)" if len(self.ignored_files) > 5 else ""
                 logger.warning("%d file(s) under %s are not used: %s%s", len(self.ignored_files), data, shown, more)
             where = f"{data} ({table.layout})"
         else:
-            if split_files is not None:
-                raise ConfigError("split_files= needs data= to be the video folder", file=split_files)
-            all_rows = read_table(data, path_keys=["path"], root=root)
-            if val_fraction or test_fraction:
-                _carve_table(all_rows, val_fraction, test_fraction, split_seed)
+            if lay["split_files"] is not None:
+                raise ConfigError("split_files= needs data= to be the video folder", file=lay["split_files"])
+            rows = read_table(data, path_keys=self.path_keys, root=root)
+            if lay["val_fraction"] or lay["test_fraction"]:
+                _carve_table(rows, lay["val_fraction"], lay["test_fraction"], lay["seed"])
             where = str(data) if isinstance(data, (str, os.PathLike)) else "the list of rows"
-        self.classes = (infer_classes(all_rows, "label", classes) if classes is not None or default_classes is None
-                        else list(default_classes))
-        if split is not None and all_rows and any("split" in r for r in all_rows):
+        if split is not None and rows and any("split" in r for r in rows):
             wanted = {split} if isinstance(split, str) else set(split)
-            have = {r.get("split") for r in all_rows}
+            have = {r.get("split") for r in rows}
             if not wanted & have:
                 raise ConfigError(f"{where} has no {'/'.join(sorted(wanted))} split (splits: "
-                                  f"{sorted(s for s in have if s)})", file=str(data) if where != "the list of rows" else None,
+                                  f"{sorted(s for s in have if s)})",
+                                  file=str(data) if isinstance(data, (str, os.PathLike)) else None,
                                   fix="set val_fraction= (e.g. 0.1) to hold out part of the training videos, add a "
                                       f"{'/'.join(sorted(wanted))} folder, or give that split its own data")
-        self.rows = select_split(all_rows, split)
-        self.split = split
-        self._last: tuple[tuple[str, int], torch.Tensor, Clip] | None = None
-        self._logged: set[str] = set()
-        self._lock = threading.Lock()
+        return rows, split
 
     @property
     def num_classes(self) -> int:
@@ -249,10 +246,11 @@ class VideoClipDataset(Dataset):
     @property
     def paths(self) -> list[str]:
         """The video of every row, in row order."""
-        return [str(r.get("path")) for _, r in self.rows]
+        return [str(r.values.get("path")) for r in self.rows]
 
-    def __len__(self) -> int:
-        return len(self.rows) * self.num_views
+    @property
+    def views_per_row(self) -> int:
+        return self.num_views
 
     def __repr__(self) -> str:
         return (f"VideoClipDataset({len(self.rows)} videos x {self.num_views} views, split={self.split!r}, "
@@ -320,18 +318,16 @@ class VideoClipDataset(Dataset):
         if self.decoder.name == "pyav":
             return self.decoder
         key = (meta.path, meta.size, meta.mtime_ns, self.decoder.name)
-        with self._lock:
-            known = self.cache.checks.get(key, ...)
+        known = self.cache.checks.get(key, ...)
         if known is ...:
             known = cross_check(self.decoder, meta, self._pyav)
-            with self._lock:
-                self.cache.checks[key] = known
+            self.cache.checks[key] = known  # one dict item store: atomic under the GIL
         if known is None:
             return self.decoder
         if not self.fallback:
             raise SampleError(meta.path, f"{known}; use decoder='pyav' or fallback=True")
-        if meta.path not in self._logged:
-            self._logged.add(meta.path)
+        if meta.path not in self._fallback_logged:
+            self._fallback_logged.add(meta.path)
             logger.warning("%s: %s; decoding it with PyAV (same frames, same orientation)", meta.path, known)
         return self._pyav
 
@@ -383,56 +379,35 @@ class VideoClipDataset(Dataset):
                                     f"({len(clip.indices)}, H, W, 3)")
         return frames, clip
 
-    def __getitem__(self, key: int | SampleKey) -> dict[str, Any] | FailedSample:
-        index, seed = split_key(key)
-        video, view = divmod(index, self.num_views)
+    def load(self, row: Row, *, view: int, seed: int | None) -> dict[str, Any]:
+        """``image`` and ``times`` of one view of ``row``; every random draw comes from ``seed``."""
         clip_index, crop_index = divmod(view, self.num_crops)
-        _, row = self.rows[video]
-        path = str(row.get("path"))
-        if self.train:  # every random draw of the sample (clip start, scale, crop, flip) from one stream
-            seed = seed if seed is not None else int(torch.randint(0, 2 ** 62, ()).item())  # workers seed torch
-            rng: np.random.Generator | None = np.random.default_rng(seed)
+        path = str(row.values.get("path"))
+        if self.train:  # no seed (a plain index): one from torch's generator, which DataLoader seeds per worker
+            seed = seed if seed is not None else int(torch.randint(0, 2 ** 62, ()).item())
+        rng = np.random.default_rng(seed if seed is not None else 0)
+        cache_key = (path, clip_index)
+        reuse = not self.train and not isinstance(self.sampler, RandomClipSampler)  # the crops of one clip
+        if reuse and self._last is not None and self._last[0] == cache_key:
+            frames, clip = self._last[1], self._last[2]
         else:
-            rng = np.random.default_rng(seed if seed is not None else 0)
-        try:
-            label = label_index(row.get("label"), self.classes, path)
-            cache_key = (path, clip_index)
-            reuse = not self.train and not isinstance(self.sampler, RandomClipSampler)  # the crops of one clip
-            if reuse and self._last is not None and self._last[0] == cache_key:
-                frames, clip = self._last[1], self._last[2]
-            else:
-                frames, clip = self.load_clip(row, clip_index, rng)
-                self._last = (cache_key, frames, clip)
-            image = self._spatial(frames, crop_index, rng)
-        except Exception as exc:  # noqa: BLE001 - reported against the file (skip) or raised naming it
-            err = as_sample_error(exc, path)
-            if self.on_error == "raise":
-                if isinstance(exc, SampleError):
-                    raise
-                raise err from exc
-            if path not in self._logged:
-                self._logged.add(path)
-                logger.warning("skipping %s: %s", path, err.reason)
-            return FailedSample(id=path, reason=err.reason)
-        return {"image": image, "label": torch.tensor(label, dtype=torch.int64), "id": path, "view": view,
-                "times": torch.from_numpy(clip.times)}
+            frames, clip = self.load_clip(row.values, clip_index, rng)
+            self._last = (cache_key, frames, clip)
+        return {"image": self._spatial(frames, crop_index, rng), "times": torch.from_numpy(clip.times)}
 
     # ------------------------------------------------------------------------------------------ checks
 
-    def _check_row(self, row_index: int, row: Mapping[str, Any]) -> list[BadRow]:
-        path = str(row.get("path"))
-        bad = []
+    def check_row(self, row: Row) -> list[InputError]:
+        """The file decodes (probed: timestamps, first frame, last group of pictures), the row's clip window
+        fits, and a non-PyAV backend returns PyAV's frames for it (else PyAV decodes it, or, without
+        ``fallback``, the row is bad)."""
         try:
-            label_index(row.get("label"), self.classes, path)
-        except SampleError as err:
-            bad.append(BadRow(row_index, err.file, err.reason))
-        try:
-            meta = self.meta(path)
-            self.plan(row, meta, np.random.default_rng(0))
+            meta = self.meta(str(row.values.get("path")))
+            self.plan(row.values, meta, np.random.default_rng(0))
             self.decoder_for(meta)
-        except SampleError as err:
-            bad.append(BadRow(row_index, err.file, err.reason))
-        return bad
+        except InputError as err:
+            return [err]
+        return []
 
     def validate(self, num_workers: int | None = None) -> VideoValidationReport:
         """Prove that every clip the sampler can draw is decodable, without decoding the clips.
@@ -443,26 +418,22 @@ class VideoClipDataset(Dataset):
         The metadata is cached (see ``metadata_cache``) and sample loading reuses it.
 
         Returns:
-            The unusable rows (empty: all usable), with notes on unused files and PyAV fallbacks.
+            The unusable rows (empty: all usable), with notes on unused files of a dataset folder and on files
+            decoded with PyAV instead of the chosen backend.
         """
-        workers = max(1, min(num_workers or self.probe_workers or min(8, os.cpu_count() or 1), len(self.rows) or 1))
-        if workers == 1:
-            found = [self._check_row(i, r) for i, r in self.rows]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vit3d-validate") as pool:
-                found = list(pool.map(lambda ir: self._check_row(*ir), self.rows))
-        bad = [b for rows in found for b in rows]
+        workers = num_workers or self.probe_workers or min(8, os.cpu_count() or 1)
+        report = super().validate(num_workers=workers)
         notes = [f"{f}: not used: {why}" for f, why in self.ignored_files]
         if self.decoder.name != "pyav":
-            for _, r in self.rows:
+            for path in dict.fromkeys(self.paths):
                 try:
-                    meta = self.meta(str(r.get("path")))
-                except SampleError:
+                    meta = self.meta(path)
+                except InputError:
                     continue
                 reason = self.cache.checks.get((meta.path, meta.size, meta.mtime_ns, self.decoder.name))
                 if reason:
                     notes.append(f"{meta.path}: decoded with PyAV: {reason}")
-        return VideoValidationReport(bad, total=len(self.rows), notes=notes)
+        return VideoValidationReport(report, total=report.total, source=report.source, notes=notes)
 
 
 def _carve_table(rows: list[dict[str, Any]], val_fraction: float, test_fraction: float, seed: int) -> None:

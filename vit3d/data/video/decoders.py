@@ -26,6 +26,7 @@ import numpy as np
 
 from vit3d.layers.helpers import check_choice
 
+from ..common import SampleError
 from .meta import VideoMeta, decode_from
 
 __all__ = ["DECODERS", "DecordDecoder", "PyAVDecoder", "TorchCodecDecoder", "VideoDecoder", "frames_agree",
@@ -35,8 +36,8 @@ DecoderName = Literal["pyav", "decord", "torchcodec"]
 DECODERS: tuple[str, ...] = ("pyav", "decord", "torchcodec")
 
 
-class FrameDecodeError(RuntimeError):
-    """A decoder did not deliver frames that the metadata says exist."""
+class FrameDecodeError(SampleError):
+    """A decoder did not deliver frames that the file's metadata says exist (the file changed or is damaged)."""
 
 
 def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
@@ -104,22 +105,28 @@ class PyAVDecoder(VideoDecoder):
         super().__init__(num_threads=num_threads)
 
     def frames(self, meta: VideoMeta, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
+        import av
+
         idx = self._check(meta, indices)
         wanted = {int(meta.pts[i]): i for i in sorted(set(idx))}
         first, last = min(wanted), max(wanted)
         coded = _coded(size, meta)
         scale = {"height": coded[0], "width": coded[1]} if coded else {}
         got: dict[int, np.ndarray] = {}
-        for frame in decode_from(meta.path, first, meta.pts[meta.keyframes], stop_pts=last,
-                                 num_threads=self.num_threads):
-            if frame.pts in wanted and frame.pts not in got:
-                got[frame.pts] = frame.to_ndarray(format="rgb24", **scale)
-            if frame.pts is not None and frame.pts >= last:
-                break
+        try:
+            for frame in decode_from(meta.path, first, meta.pts[meta.keyframes], stop_pts=last,
+                                     num_threads=self.num_threads):
+                if frame.pts in wanted and frame.pts not in got:
+                    got[frame.pts] = frame.to_ndarray(format="rgb24", **scale)
+                if frame.pts is not None and frame.pts >= last:
+                    break
+        except av.error.FFmpegError as exc:  # e.g. the file was removed or replaced since it was probed
+            raise FrameDecodeError(meta.path, f"PyAV cannot read it any more ({type(exc).__name__}: {exc})") from exc
         missing = [wanted[p] for p in wanted if p not in got]
         if missing:
-            raise FrameDecodeError(f"PyAV delivered no frame for indices {missing[:5]} (pts "
-                                   f"{[int(meta.pts[i]) for i in missing[:5]]}) of {meta.path}")
+            raise FrameDecodeError(meta.path, f"PyAV delivered no frame for indices {missing[:5]} (pts "
+                                              f"{[int(meta.pts[i]) for i in missing[:5]]}); the file changed or "
+                                              "is damaged inside; re-run validate() or re-encode it")
         out = np.stack([got[int(meta.pts[i])] for i in idx])
         return rotate_frames(out, meta.rotation)
 
@@ -145,17 +152,23 @@ class DecordDecoder(VideoDecoder):
         # after decoding instead
         scale_after = size is not None and meta.rotation in (90, 270)
         h, w = (-1, -1) if size is None or scale_after else size
-        reader = decord.VideoReader(meta.path, ctx=decord.cpu(0), num_threads=self.num_threads, width=w, height=h)
-        if len(reader) < max(idx) + 1:
-            raise FrameDecodeError(f"decord lists {len(reader)} frames in {meta.path}, the stream has "
-                                   f"{meta.num_frames} decodable ones")
-        out = reader.get_batch(idx).asnumpy()
+        try:
+            reader = decord.VideoReader(meta.path, ctx=decord.cpu(0), num_threads=self.num_threads, width=w,
+                                        height=h)
+            if len(reader) < max(idx) + 1:
+                raise FrameDecodeError(meta.path, f"decord lists {len(reader)} frames, the stream has "
+                                                  f"{meta.num_frames} decodable ones")
+            out = reader.get_batch(idx).asnumpy()
+        except decord.DECORDError as exc:
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise FrameDecodeError(meta.path, f"decord cannot decode it (DECORDError: {text}); use "
+                                              "decoder='pyav'") from exc
         if scale_after:
             out = resize_frames(out, size)
         expected = size or (meta.height, meta.width)
         if out.shape[1:] != (*expected, 3):
-            raise FrameDecodeError(f"decord returned frames of shape {out.shape[1:]} for {meta.path}, expected "
-                                   f"{(*expected, 3)} (display orientation, rotation {meta.rotation})")
+            raise FrameDecodeError(meta.path, f"decord returned frames of shape {out.shape[1:]}, expected "
+                                              f"{(*expected, 3)} (display orientation, rotation {meta.rotation})")
         return out
 
 
