@@ -209,7 +209,7 @@ def get_decoder(name: str | VideoDecoder = "pyav", *, num_threads: int = 1) -> V
     cls = {"pyav": PyAVDecoder, "decord": DecordDecoder, "torchcodec": TorchCodecDecoder}[name]
     try:
         return cls(num_threads=num_threads)
-    except ImportError as exc:
+    except (ImportError, OSError, RuntimeError) as exc:  # torchcodec's CUDA builds fail to load their libraries
         from vit3d.errors import ConfigError
 
         package = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}[name]
