@@ -20,7 +20,7 @@ from .helpers import write_nifti
 
 VOLUME_CASES = {  # name -> (expected reason, regex)
     "missing": r"file not found; check the path",
-    "corrupt": r"unreadable or corrupt file \(",
+    "corrupt": r"corrupt gzip data \(.*\); the file is damaged; copy it again",
     "flat": r"2D image of shape \(16, 16\) where a 3D volume is expected; pass on_2d='slice'",
     "series": r"4D series with 3 volumes of shape \(8, 8, 4\) where a 3D volume is expected; pass on_4d=",
     "nan": r"2 NaN and 1 infinite voxels; fix or clean the file",

@@ -127,3 +127,12 @@ def test_sample_keys_seed_every_random_draw(table: Path) -> None:
 def test_bad_on_error(table: Path) -> None:
     with pytest.raises(ValueError, match=r"on_error='ignore' is not one of \['raise', 'skip'\]"):
         NumberDataset(table, on_error="ignore")
+
+
+def test_errors_raised_in_loader_workers_keep_their_type(table: Path) -> None:
+    """DataLoader re-raises a worker's error as ``type(err)(message)``: still an InputError, still one message."""
+    ds = NumberDataset(table, split="train")
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, [3]), num_workers=1, collate_fn=collate)
+    with pytest.raises(MissingFileError) as info:
+        next(iter(loader))
+    assert isinstance(info.value, InputError) and "file not found (" in str(info.value)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,9 +37,16 @@ class SampleError(InputError):
         file: the file or folder concerned.
         reason: what is wrong, optionally followed by ``"; "`` and the fix.
         fix: the fix, when it is not part of ``reason``.
+
+    A single argument is a whole message without a file: PyTorch's DataLoader re-raises an error of a worker
+    process as ``type(err)(message)``, and this keeps its type (so the ``vit3d`` command still reports it as a
+    user error).
     """
 
-    def __init__(self, file: str | os.PathLike, reason: str, *, fix: str | None = None) -> None:
+    def __init__(self, file: str | os.PathLike, reason: str | None = None, *, fix: str | None = None) -> None:
+        if reason is None:  # SampleError(message), as DataLoader workers re-raise it
+            super().__init__(str(file))
+            return
         what = str(reason)
         if fix is None and "; " in what:
             what, fix = what.split("; ", 1)
@@ -104,12 +111,13 @@ def error_reason(err: UserError) -> str:
     return f"{err.what}; {err.fix}" if err.fix else err.what
 
 
-@dataclass(frozen=True)
-class FailedSample:
+class FailedSample(NamedTuple):
     """A sample that could not be loaded with ``on_error='skip'``: its ``id`` (the file) and the ``reason``.
 
     Returned by a dataset's ``__getitem__`` in place of the sample; :func:`collate` gathers them under
     ``batch["failed"]`` so that a run can count skips and a prediction table can hold one row per input.
+    Immutable and typed like a frozen dataclass, but a named tuple: Lightning moves batches to the device
+    with ``apply_to_collection``, which rebuilds named tuples and refuses frozen dataclasses.
     """
 
     id: str

@@ -4,27 +4,39 @@ Readers are picked by path: NIfTI with nibabel, DICOM series folders (or ``.dcm`
 everything else SimpleITK reads (NRRD, MHA/MHD, ...) through :class:`SimpleITKReader`, a MONAI
 ``ImageReader`` (MONAI's own ``ITKReader`` needs the ``itk`` package, which is much heavier).
 All readers give a channel-first ``MetaTensor`` ``(C, x, y, z)`` with a RAS affine.
+
+Before a reader runs, :mod:`vit3d.data.limits` checks the path (FIFOs, devices, permissions, empty files) and
+what the header declares (voxel cap, compression ratio, truncation), and :mod:`vit3d.data.dicom` checks a
+series folder (one series, no gaps or duplicates, every slice complete); after it, the geometry (a finite,
+invertible affine with voxel sizes in a sane range) and the values (finite) are checked.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 import warnings
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from .common import MissingFileError, SampleError
+from .common import SampleError, SampleTooLargeError
+from .dicom import scan_series
+from .limits import VolumeLimits, check_geometry, check_header, check_path
 
-__all__ = ["read_volume", "reader_for"]  # SimpleITKReader is built lazily by __getattr__
+__all__ = ["VolumeReader", "read_volume", "reader_for"]  # + SimpleITKReader, built on first use
 
 On2D = Literal["error", "slice"]
 On4D = Literal["error", "first", "mean"]
 
 
+@functools.cache
 def _simpleitk_reader_class() -> type:
     """Build the SimpleITK reader class on first use, so that importing this module does not import MONAI."""
     from monai.data import ImageReader
@@ -83,15 +95,27 @@ def _simpleitk_reader_class() -> type:
     return SimpleITKReader
 
 
-_READER_CLASSES: dict[str, type] = {}
-
-
 def __getattr__(name: str) -> Any:
     if name == "SimpleITKReader":
-        if "sitk" not in _READER_CLASSES:
-            _READER_CLASSES["sitk"] = _simpleitk_reader_class()
-        return _READER_CLASSES["sitk"]
+        return _simpleitk_reader_class()
     raise AttributeError(name)
+
+
+@dataclass(frozen=True)
+class VolumeReader:
+    """How volumes are read: the MONAI reader, the limits checked before reading, the DICOM series to pick.
+
+    Pass one as ``reader=`` to :func:`read_volume` (the datasets build theirs from their arguments).
+
+    Args:
+        reader: a MONAI reader (name or instance); None picks one by file type (:func:`reader_for`).
+        limits: voxel cap, compression ratio and voxel-size range (:class:`~vit3d.data.limits.VolumeLimits`).
+        dicom_series: the SeriesInstanceUID to read from DICOM folders that hold several series.
+    """
+
+    reader: Any = None
+    limits: VolumeLimits = field(default_factory=VolumeLimits)
+    dicom_series: str | None = None
 
 
 def _reader_kind(path: str) -> str:
@@ -136,32 +160,45 @@ def read_volume(path: str | os.PathLike, *, on_2d: On2D = "error", on_4d: On4D =
     """Load one 3D volume as a channel-first MetaTensor ``(1, x, y, z)`` (RAS affine), checking it.
 
     Args:
-        path: a NIfTI, NRRD or MHA file, or a DICOM series folder.
+        path: a NIfTI, NRRD or MHA file, a DICOM file, or a DICOM series folder.
         on_2d: ``'error'`` rejects 2D images; ``'slice'`` reads them as one-slice volumes.
         on_4d: ``'error'`` rejects 4D series; ``'first'`` keeps the first volume, ``'mean'`` averages them.
-        reader: a MONAI reader (name or instance) to use instead of the one picked by :func:`reader_for`.
+        reader: a :class:`VolumeReader` (reader, limits, DICOM series), or a MONAI reader (name or instance) to
+            use with the default limits instead of the one picked by :func:`reader_for`.
 
     Raises:
         MissingFileError: ``path`` does not exist.
-        SampleError: unreadable or corrupt file, wrong dimensionality, NaN or infinite voxels, or no voxels.
+        SampleTooLargeError: the header declares more than the limits allow (nothing is read).
+        SampleError: a FIFO, device or socket; permission denied; an empty file; content that is not an image
+            or not the format its name says; a truncated or corrupt file; a DICOM folder that is not one
+            complete, evenly spaced series; wrong dimensionality; bad geometry; NaN or infinite voxels.
     """
     from monai.data import MetaTensor
+
+    opts = reader if isinstance(reader, VolumeReader) else VolumeReader(reader=reader)
     path = str(path)
-    if not os.path.exists(path):
-        raise MissingFileError(path, "file not found; check the path (relative paths are resolved against "
-                                     "the CSV's folder or root=)")
+    st = check_path(path, folder_ok=True)
+    series = None
+    if stat.S_ISDIR(st.st_mode):
+        series = scan_series(path, series_uid=opts.dicom_series, limits=opts.limits)
+    else:
+        check_header(path, opts.limits, file_size=st.st_size)
     try:
-        img = _loader(path, reader)(path)
-    except Exception as exc:  # noqa: BLE001 - every reader failure is reported the same way
-        cause = exc.__cause__ or exc
-        raise SampleError(path, f"unreadable or corrupt file ({type(cause).__name__}: "
-                                f"{str(cause).splitlines()[0] if str(cause) else ''})") from exc
+        if series is not None and opts.dicom_series is not None:  # one series of several: read just its files
+            img = _read_dicom_files(series.files)
+        else:
+            img = _loader(path, opts.reader)(path)
+    except MemoryError:
+        raise SampleTooLargeError(path, "out of memory while reading it",
+                                  fix="lower max_voxels so that such files are refused before reading") from None
+    except Exception as exc:  # noqa: BLE001 - after the checks above, a reader failure is this file's damage
+        raise SampleError(path, _reader_failure(exc)) from exc
     if not isinstance(img, MetaTensor):
         img = MetaTensor(torch.as_tensor(img))
     shape = tuple(img.shape)
     spatial = img.ndim - 1
     if img.numel() == 0:
-        raise SampleError(path, f"the image has no voxels (shape {shape})")
+        raise SampleError(path, f"the image has no voxels (shape {shape})", fix="the file holds an empty array")
     if spatial == 3 and shape[-1] == 1:  # a single slice stored as (x, y, 1)
         img, spatial = img[..., 0], 2
         img.affine = _drop_last_axis(img.affine)
@@ -171,12 +208,14 @@ def read_volume(path: str | os.PathLike, *, on_2d: On2D = "error", on_4d: On4D =
                                     "pass on_2d='slice' to read it as a one-slice volume")
         img = _add_last_axis(img)
     elif spatial != 3:
-        raise SampleError(path, f"{spatial}D image of shape {shape} where a 3D volume is expected")
+        raise SampleError(path, f"unsupported dimensionality: a {spatial}D image of shape {shape} where a 3D "
+                                "volume is expected", fix="convert it to a 3D volume")
     if img.shape[0] > 1:
         if on_4d == "error":
             raise SampleError(path, f"4D series with {img.shape[0]} volumes of shape {tuple(img.shape[1:])} "
                                     "where a 3D volume is expected; pass on_4d='first' or 'mean' to take one")
         img = img[:1] if on_4d == "first" else img.mean(dim=0, keepdim=True)
+    check_geometry(path, img.affine, opts.limits)
     values = img.as_tensor().numpy()
     if not np.isfinite(values).all():  # NumPy: cheaper than torch's intra-op threads on a busy machine
         n_nan = int(np.isnan(values).sum())
@@ -184,6 +223,35 @@ def read_volume(path: str | os.PathLike, *, on_2d: On2D = "error", on_4d: On4D =
         raise SampleError(path, f"{n_nan} NaN and {n_inf} infinite voxels; fix or clean the file "
                                 "(e.g. numpy.nan_to_num) before training")
     return img
+
+
+def _reader_failure(exc: BaseException) -> str:
+    """The specific reason behind a reader's exception (truncated data, else the reader's own first line)."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        chain.append(exc)
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    for e in chain:
+        if isinstance(e, (EOFError, zlib.error)) or "ended before the end-of-stream" in str(e):
+            return ("truncated: the compressed data ends early or is corrupt; the file was not copied "
+                    "completely, copy it again")
+    cause = chain[-1]
+    text = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+    return f"unreadable or corrupt file ({type(cause).__name__}: {text})"
+
+
+def _read_dicom_files(files: Sequence[str]) -> Any:
+    """One series from its ordered slice files, through SimpleITK (as :class:`SimpleITKReader` reads folders)."""
+    import SimpleITK as sitk
+    from monai.data import MetaTensor
+
+    series = sitk.ImageSeriesReader()
+    series.SetFileNames(list(files))
+    arr, meta = _simpleitk_reader_class()().get_data(series.Execute())
+    out = MetaTensor(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None])
+    out.affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
+    return out
 
 
 def _drop_last_axis(affine: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ Sizes and spacings are given in the model's ``(D, H, W)`` order; MONAI and Torch
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -29,13 +30,9 @@ Preset = Literal["ct", "mri"]
 PRESETS = ("ct", "mri")
 
 
-_CLASSES: dict[str, type] = {}
-
-
+@functools.cache
 def _classes() -> dict[str, type]:
     """Create the MONAI transform classes on first use (MONAI is imported lazily)."""
-    if _CLASSES:
-        return _CLASSES
     from monai.data import MetaTensor
     from monai.transforms import InvertibleTransform, MapTransform
 
@@ -107,8 +104,7 @@ def _classes() -> dict[str, type]:
             d[self.name] = first
             return d
 
-    _CLASSES.update(LoadVolumed=LoadVolumed, ToDHWd=ToDHWd, ConcatChannelsd=ConcatChannelsd)
-    return _CLASSES
+    return dict(LoadVolumed=LoadVolumed, ToDHWd=ToDHWd, ConcatChannelsd=ConcatChannelsd)
 
 
 def _xyz(size: Sequence[float]) -> tuple:

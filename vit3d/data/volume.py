@@ -18,7 +18,8 @@ from vit3d.errors import InputError
 from vit3d.layers.helpers import check_choice, to_ntuple
 
 from .common import SampleError, find_input_error
-from .io import file_stamp
+from .io import VolumeReader, file_stamp
+from .limits import DEFAULT_MAX_VOXELS, VolumeLimits
 from .table import OnError, Row, TableDataset
 
 __all__ = ["MAX_ABS_VALUE", "VolumeDataset", "load_volume"]
@@ -140,6 +141,17 @@ class VolumeDataset(TableDataset):
         root: folder against which relative paths are resolved.
         normalize: ``(mean, std)`` applied last, to every sample (e.g. ``(0.5, 0.5)`` maps the CT window's [0, 1]
             to [-1, 1]; ViTs trained from scratch learn far faster on centred inputs). None leaves values as is.
+        max_voxels: most voxels a file's header may declare; larger files are refused before they are read
+            (default 2^30, 4 GiB as float32, sized for a 24 GB machine).
+        max_compression_ratio: most a compressed file larger than 128 MiB inflated may grow (a gzip bomb is
+            refused from its header, without inflating it).
+        spacing_range: ``(low, high)`` voxel size in mm a file's geometry must stay within.
+        dicom_series: the SeriesInstanceUID to read from DICOM folders that hold several series (by default
+            such a folder is refused).
+
+    Every file is checked before its voxels are read (see :mod:`vit3d.data.limits` and
+    :mod:`vit3d.data.dicom`), and every sample after preprocessing (finite, within +-1e6), so a broken or
+    hostile file is an error naming it, raised or skipped by ``on_error``, never a crash, a hang or NaN.
 
     Samples are dicts: ``image`` float32 ``(C, D, H, W)``, ``label`` int64 scalar, ``id`` (the first image
     path), ``view`` 0, and ``mask_key`` when given.
@@ -170,6 +182,10 @@ class VolumeDataset(TableDataset):
         reader: Any = None,
         root: str | os.PathLike | None = None,
         normalize: Sequence[float] | None = None,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        max_compression_ratio: float = 100.0,
+        spacing_range: tuple[float, float] = (1e-3, 100.0),
+        dicom_series: str | None = None,
     ) -> None:
         check_choice("preset", preset, ("ct", "mri", None))
         check_choice("backend", backend, ("monai", "torchio"))
@@ -194,7 +210,10 @@ class VolumeDataset(TableDataset):
         self.normalize = None if normalize is None else (float(normalize[0]), float(normalize[1]))
         self.spacing, self.window = spacing, (float(window[0]), float(window[1]))
         self.preset, self.backend, self.train, self.cache = preset, backend, train, cache
-        self.on_2d, self.on_4d, self.reader, self.user_transform = on_2d, on_4d, reader, transform
+        self.on_2d, self.on_4d, self.user_transform = on_2d, on_4d, transform
+        limits = VolumeLimits(max_voxels=int(max_voxels), max_compression_ratio=float(max_compression_ratio),
+                              spacing_range=(float(spacing_range[0]), float(spacing_range[1])))
+        self.reader = VolumeReader(reader=reader, limits=limits, dicom_series=dicom_series)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.cache_num_workers = cache_num_workers
 
