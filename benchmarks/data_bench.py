@@ -145,8 +145,9 @@ def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] =
     write_720p(video, seconds)
     with av.open(str(video)) as c:
         s = c.streams.video[0]
-        desc = f"{s.codec_context.width}x{s.codec_context.height} {s.codec_context.name} {float(s.average_rate):g} fps, " \
-               f"{s.frames} frames, {video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s"
+        cc = s.codec_context
+        desc = (f"{cc.width}x{cc.height} {cc.name} {float(s.average_rate):g} fps, {s.frames} frames, "
+                f"{video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s")
     copies = []  # distinct files, so that no decoded clip is reused between rows
     for i in range(num):
         copies.append(root / f"720p_{i:03d}.mp4")

@@ -28,7 +28,8 @@ def source_frames(n: int, h: int = H, w: int = W, noise: bool = False) -> np.nda
     for i in range(n):
         out[i] = 20 + 5 * i
         if noise:  # texture, so that every frame costs bytes (a truncation then cuts into frame data)
-            out[i, h // 3:, w // 4:] = (20 + 5 * i + rng.integers(-12, 13, size=(h - h // 3, w - w // 4, 1))).clip(0, 255)
+            jitter = rng.integers(-12, 13, size=(h - h // 3, w - w // 4, 1))
+            out[i, h // 3:, w // 4:] = (20 + 5 * i + jitter).clip(0, 255)
         out[i, :, : max(2, w // 8)] = (230, 30, 30)
         out[i, : max(2, h // 8)] = (30, 220, 30)
     return out

@@ -91,7 +91,8 @@ def test_hmdb51_split_files(video_corpus: dict[str, Item], tmp_path: Path) -> No
     t = read_video_folder(root, split_files=lists, fold=1, val_fraction=0.3)
     assert t.layout == "hmdb51 split files" and t.classes == ["jump", "run"]
     assert Counter(r["split"] for r in t.rows) == {"train": 2, "val": 1, "test": 2}
-    assert [(Path(f).name, why) for f, why in t.ignored] == [("jump2.avi", "marked 0 (unused) in the fold-1 split files")]
+    assert [(Path(f).name, why) for f, why in t.ignored] == [
+        ("jump2.avi", "marked 0 (unused) in the fold-1 split files")]
 
 
 def test_empty_and_missing(tmp_path: Path) -> None:

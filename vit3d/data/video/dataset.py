@@ -301,7 +301,8 @@ class VideoClipDataset(TableDataset):
                 have, need = f"{n} frames ({seconds:.2f} s at {meta.fps:.3g} fps)", \
                     f"{self.frames} frames at stride {self.stride} need {int(span) + 1}"
             else:
-                have, need = f"{seconds:.2f} s ({n} frames)", f"{self.frames} frames at {self.fps:g} fps need {span:.2f} s"
+                have = f"{seconds:.2f} s ({n} frames)"
+                need = f"{self.frames} frames at {self.fps:g} fps need {span:.2f} s"
             raise SampleError(meta.path, f"video shorter than the clip: {have} but {need}; lower frames/"
                                          f"{'stride' if self.fps is None else 'fps'} or pass on_short='repeat'")
         clips = []
