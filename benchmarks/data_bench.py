@@ -9,11 +9,15 @@ and per wall-clock second (lower when other jobs share the cores).
   TorchIO for comparison): eval preprocessing and training augmentation, without cache (every epoch reads
   and preprocesses), with the memory cache (the deterministic stage runs once) and with the disk cache.
 - Clips: a 720p (1280x720) H.264 file written with PyAV (30 fps, keyframe every second, ``--seconds`` long,
-  moving content), copied ``--clips`` times, read as 16x112x112 clips at stride 2 by ``VideoClipDataset``
-  with decord and with PyAV on the same files, with FFmpeg scaling frames while decoding and without.
+  moving content), copied ``--clips`` times: the one-off probe per file; decoding 16 frames per backend (PyAV,
+  decord, torchcodec where it imports) at full size and scaled by FFmpeg; training clips 16x112x112 at stride 2
+  from ``VideoClipDataset`` in-process and through a DataLoader with 1 and 2 workers (``--workers``), with the
+  metadata cache filled by ``validate()`` and with every sample probing its file again. With workers, the
+  "CPU time" column counts only the main process, so read the wall-clock column.
 
 Usage:
-    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 6]
+    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 6] [--workers 1 2]
+    .venv/bin/python benchmarks/data_bench.py --volumes 0 --big 0 --clips 24      # clips only
 """
 
 from __future__ import annotations
@@ -105,44 +109,84 @@ def write_720p(path: Path, seconds: float, fps: int = 30) -> Path:
     return write_mp4(path, frames, fps=fps, crf=23, gop=fps)
 
 
-def bench_clips(root: Path, num: int, seconds: float) -> list[tuple]:
+def _no_cache():  # noqa: ANN202 - a MetadataCache
+    """A metadata cache that never hits: every sample probes its file again (what a dataset without one pays)."""
+    from vit3d.data.video.meta import MetadataCache, probe
+
+    class NoCache(MetadataCache):
+        def get(self, path):  # noqa: ANN001, ANN202
+            return probe(path)
+
+    return NoCache()
+
+
+def _loader_rate(ds: torch.utils.data.Dataset, workers: int, batch_size: int = 4) -> Rate:
+    """Clips/s through a DataLoader with ``workers`` processes (wall clock; CPU time of the workers is not ours)."""
+    from vit3d.data import collate
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                                         persistent_workers=False)
+    n = 0
+    with timer() as t:
+        for batch in loader:
+            n += len(batch.get("id", []))
+    return Rate(n, max(t.cpu, 1e-9), t.wall)
+
+
+def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] = (1, 2)) -> tuple[list[tuple], str]:
     import av
 
     from vit3d.data import VideoClipDataset
-    from vit3d.data.video import get_decoder
+    from vit3d.data.video import DECODERS, MetadataCache, get_decoder, probe
+    from vit3d.errors import ConfigError
 
     video = root / "720p.mp4"
     t0 = time.perf_counter()
     write_720p(video, seconds)
     with av.open(str(video)) as c:
         s = c.streams.video[0]
-        desc = f"{s.codec_context.width}x{s.codec_context.height} {s.codec_context.name} {float(s.average_rate):g} fps, " \
-               f"{s.frames} frames, {video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s"
+        cc = s.codec_context
+        desc = (f"{cc.width}x{cc.height} {cc.name} {float(s.average_rate):g} fps, {s.frames} frames, "
+                f"{video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s")
     copies = []  # distinct files, so that no decoded clip is reused between rows
     for i in range(num):
         copies.append(root / f"720p_{i:03d}.mp4")
         shutil.copyfile(video, copies[-1])
     data = [{"path": str(c), "label": "a"} for c in copies]
     rows = []
-    for decoder in ("decord", "pyav"):
-        dec = get_decoder(decoder)
-        n_frames = dec.info(str(video)).num_frames
-        starts = np.random.default_rng(0).integers(0, n_frames - 31, size=num)
+    with timer() as t:
+        for c in copies:
+            probe(c)
+    rows.append(("pyav", "probe (timestamps, first frame, last GOP): once per file, then cached", "-", "-",
+                 t.rate(num)))
+    for decoder in DECODERS:
+        try:
+            dec = get_decoder(decoder)
+        except ConfigError:
+            print(f"(skipping {decoder}: it does not import here)")
+            continue
+        meta = probe(video)
+        starts = np.random.default_rng(0).integers(0, meta.num_frames - 31, size=num)
         for size in (None, (140, 250)):
             with timer() as t:
                 for st in starts:
-                    dec.frames(str(video), list(range(int(st), int(st) + 32, 2)), size)
+                    dec.frames(meta, list(range(int(st), int(st) + 32, 2)), size)
             shape = f"(16, {size[0]}, {size[1]}, 3)" if size else "(16, 720, 1280, 3)"
-            rows.append((decoder, "decode only: 16 frames at stride 2, random start", f"{shape} uint8", t.rate(num)))
-        for train in (True, False):
-            for decode_resize in (True, False):
-                ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=train,
-                                      fallback=False, decode_resize=decode_resize)
-                ds[0]
-                mode = ("train: random clip, random resize + crop, flip" if train else
-                        "eval: middle clip, resize, centre crop")
-                mode += ", FFmpeg scales while decoding" if decode_resize else ", full-size decode, torch resize"
-                rows.append((decoder, mode, "(3, 16, 112, 112) float32", _rate(ds)))
+            rows.append((decoder, "decode only: 16 frames at stride 2, random start", "-", f"{shape} uint8",
+                         t.rate(num)))
+        for cached in (True, False):
+            for n_workers in (0, *workers):
+                cache = MetadataCache() if cached else _no_cache()
+                ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=True,
+                                      metadata_cache=cache)
+                if cached:
+                    ds.validate()  # fills the cache (and checks the backend per file) before the workers fork
+                else:
+                    ds[0]
+                rate = _rate(ds) if n_workers == 0 else _loader_rate(ds, n_workers)
+                where = "in-process" if n_workers == 0 else f"DataLoader, {n_workers} worker(s)"
+                rows.append((decoder, f"train clips, {where}", "cached" if cached else "probed per sample",
+                             "(3, 16, 112, 112) float32", rate))
     return rows, desc
 
 
@@ -156,6 +200,7 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=16, help="number of 80x192x192 volumes (0 to skip)")
     parser.add_argument("--clips", type=int, default=24, help="clips per decoder and mode (0 to skip)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the 720p video")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts for clips")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 torch thread, "
@@ -176,12 +221,12 @@ def main() -> None:
                 print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
         if not args.clips:
             return
-        rows, desc = bench_clips(root, args.clips, args.seconds)
-        print(f"\n### Clips: 16x112x112 at stride 2 from one 720p H.264 file ({desc})\n")
-        print("| decoder | what | output | clips/s per worker (CPU time) | clips/s (wall clock) |\n"
-              "|---|---|---|---|---|")
+        rows, desc = bench_clips(root, args.clips, args.seconds, tuple(args.workers))
+        print(f"\n### Clips: 16x112x112 at stride 2 from copies of one 720p H.264 file ({desc})\n")
+        print("| decoder | what | metadata | output | clips/s (CPU time of this process) | clips/s (wall clock) |\n"
+              "|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |")
 
 
 if __name__ == "__main__":

@@ -39,13 +39,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vit3d.data import VideoClipDataset, VolumeDataset
+from vit3d.data.video.layouts import VIDEO_SUFFIXES
 from vit3d.errors import ConfigError
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VideoDatasetFactory", "VolumeDataModule",
            "VolumeDatasetFactory", "dataset_keywords"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
 class ResumableSampler(DistributedSampler):
@@ -248,7 +248,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         if split == "predict":
             split = "test"
         if Path(self.data).is_dir():  # a folder per class: root/<split>/<class>/ when present, else training only
-            if (Path(self.data) / split).is_dir():
+            if (Path(self.data) / split).is_dir() or self.kind == "clip":  # the clip dataset reads every layout
                 return self.data, split
             if split != "train":
                 raise ConfigError(f"the data folder has no {split!r} sub-folder", file=self.data,

@@ -131,11 +131,14 @@ class Pretrained(VisionTransformer):
         import vit3d
         from vit3d.weights import vit_config
 
-        if not Path(path).is_file():
+        from vit3d.weights.hub import parse_hub_name
+
+        if not Path(path).is_file() and parse_hub_name(path) is None:
             from vit3d.errors import MissingInputError
 
             raise MissingInputError("pretrained checkpoint not found", file=path,
-                                    fix="give the file written by `vit3d inflate` (model.net.init_args.path)")
+                                    fix="give the file written by `vit3d inflate` or `vit3d adapt`, or a Hub name "
+                                        "(hf-hub:org/name) in model.net.init_args.path")
         given = {"num_classes": num_classes, "in_chans": in_chans,
                  "img_size": tuple(img_size) if isinstance(img_size, list) else img_size}
         source = vit3d.create_model(None, pretrained=path, **{k: v for k, v in given.items() if v is not None},

@@ -95,10 +95,10 @@ def test_volume_skip_keeps_the_epoch_going(volume_rows: list[dict], tmp_path: Pa
 
 VIDEO_CASES = {
     "missing": r"video not found; check the path",
-    "corrupt": r"unreadable or corrupt video \(",
-    "short": r"video shorter than the clip: 5 frames \(0.62 s at 8 fps\) but 8 frames at step 2 need 15; "
+    "corrupt": r"not a video container FFmpeg can read \(",
+    "short": r"video shorter than the clip: 5 frames \(0.50 s at 8 fps\) but 8 frames at stride 2 need 15; "
              r"lower frames/stride or pass on_short='repeat'",
-    "empty": r"empty video: no decodable frames",
+    "empty": r"no video stream \(streams: none\)",
     "unknown": r"unknown label 'banana': the classes \(from the training split\) are \['a', 'b'\]",
 }
 
