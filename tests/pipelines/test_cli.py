@@ -25,6 +25,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "test": (["test", "--ckpt_path", str(corrupt)], "cannot read the checkpoint"),
         "predict": (["predict", "-c", "configs/ct.yaml"], "no trained checkpoint to predict with"),
         "inflate": (["inflate", str(tmp / "vit.pth")], "--out"),
+        "adapt": (["adapt", str(tmp / "missing.safetensors"), "--out", str(tmp / "x.safetensors")],
+                  "checkpoint does not exist"),
         "models": (["models", "vit_tiny_patch16_3"], "did you mean vit_tiny_patch16_3d"),
         "explain": (["explain", "--ckpt", str(tmp / "missing.ckpt"), "--input", str(corrupt), "--out", str(tmp)],
                     "--ckpt does not exist"),
