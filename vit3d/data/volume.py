@@ -27,6 +27,8 @@ from .common import (
     select_split,
 )
 from .io import file_stamp, read_volume
+from .transforms import Augmentation, FieldOfView
+from .transforms import _check_fov as check_fov
 
 __all__ = ["VolumeDataset", "load_volume"]
 
@@ -55,7 +57,7 @@ class VolumeDataset(Dataset):
         backend: ``'monai'`` dictionary transforms or ``'torchio'`` transforms for the same preset.
         transform: your own transform instead of a preset; it receives the loaded dict whose ``image`` is the
             RAS-oriented ``(C, D, H, W)`` volume, and returns the dict (never cached: it may be random).
-        img_size: model input size ``(D, H, W)``; volumes are cropped or padded to it. None keeps the size.
+        img_size: model input size ``(D, H, W)``; ``fov`` says how a volume is brought to it. None keeps the size.
         spacing: voxel size in mm ``(D, H, W)`` to resample to; None keeps the file's spacing.
         train: add the preset's random augmentation.
         cache: ``'none'``, ``'memory'`` (MONAI ``CacheDataset``, filled when the dataset is built so that
@@ -73,6 +75,16 @@ class VolumeDataset(Dataset):
         root: folder against which relative paths are resolved.
         normalize: ``(mean, std)`` applied last, to every sample (e.g. ``(0.5, 0.5)`` maps the CT window's [0, 1]
             to [-1, 1]; ViTs trained from scratch learn far faster on centred inputs). None leaves values as is.
+        fov: field of view, how a volume becomes ``img_size``: ``'resize'`` (the whole scan, shrunk to fit when
+            larger, then padded), ``'foreground'`` (crop to the body / non-zero region first), ``'crop'`` (centre
+            crop or pad; warns when a scan loses more than ``max_dropped_foreground`` of its foreground) or
+            ``'whole'`` (no crop or shrink, padded up to ``img_size``: for sliding-window inference). See
+            :mod:`vit3d.data.transforms`.
+        augmentation: the random training transforms (:class:`vit3d.data.transforms.Augmentation`: flip axes,
+            probabilities, affine and intensity ranges); None takes the preset's defaults.
+        foreground_threshold: raw intensity above which a voxel is foreground; None: CT > -500 HU, else above
+            10 % of the robust intensity range.
+        max_dropped_foreground: share of the foreground ``fov='crop'`` may drop before it warns (None: never).
 
     Samples are dicts: ``image`` float32 ``(C, D, H, W)``, ``label`` int64 scalar, ``id`` (the first image
     path), ``view`` 0, and ``mask_key`` when given.
@@ -103,6 +115,10 @@ class VolumeDataset(Dataset):
         reader: Any = None,
         root: str | os.PathLike | None = None,
         normalize: Sequence[float] | None = None,
+        fov: FieldOfView = "resize",
+        augmentation: Augmentation | None = None,
+        foreground_threshold: float | None = None,
+        max_dropped_foreground: float | None = 0.05,
     ) -> None:
         check_choice("preset", preset, ("ct", "mri", None))
         check_choice("backend", backend, ("monai", "torchio"))
@@ -131,6 +147,9 @@ class VolumeDataset(Dataset):
         self.on_2d, self.on_4d, self.reader, self.user_transform = on_2d, on_4d, reader, transform
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.cache_num_workers = cache_num_workers
+        self.fov, self.augmentation = fov, augmentation
+        self.foreground_threshold, self.max_dropped_foreground = foreground_threshold, max_dropped_foreground
+        check_fov(fov, augmentation, max_dropped_foreground)
 
         path_keys = list(self.image_keys) + ([mask_key] if mask_key else [])
         all_rows = read_table(data, path_keys=path_keys, root=root)
@@ -183,7 +202,9 @@ class VolumeDataset(Dataset):
         build = build_monai_stages if self.backend == "monai" else build_torchio_stages
         return build(self.preset, image_keys=self.image_keys, mask_key=self.mask_key, img_size=self._img_size,
                      spacing=self.spacing, train=self.train, window=self.window, on_2d=self.on_2d,
-                     on_4d=self.on_4d, reader=self.reader, user_transform=self.user_transform)
+                     on_4d=self.on_4d, reader=self.reader, user_transform=self.user_transform, fov=self.fov,
+                     augmentation=self.augmentation, foreground_threshold=self.foreground_threshold,
+                     max_dropped_foreground=self.max_dropped_foreground)
 
     @property
     def stages(self) -> tuple[Any, Any]:
@@ -202,7 +223,8 @@ class VolumeDataset(Dataset):
 
     def _fingerprint(self) -> str:
         settings = (self.preset, self.backend, self._img_size, self.spacing, self.window, self.on_2d, self.on_4d,
-                    self.image_keys, self.mask_key, repr(self.user_transform), repr(self.reader), 1)
+                    self.image_keys, self.mask_key, repr(self.user_transform), repr(self.reader), 1,
+                    self.fov, self.foreground_threshold)
         return repr(settings)
 
     def _hash_item(self, item: Mapping[str, Any]) -> bytes:
