@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.inference import load_for_inference
     from vit3d.data.common import SampleError
     from vit3d.data.inputs import discover_inputs
-    from vit3d.explain import explain_sample, input_stem, mask_in_model_space
+    from vit3d.explain import explain_sample, mask_in_model_space, unique_stems
 
     bundle = load_for_inference(args.ckpt)
     kind = str(bundle.kind)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     model = bundle.model.to(args.device).eval()
     preprocess = _volume_preprocess(bundle, args) if kind == "volume" else bundle.preprocess
     failed = 0
-    for path in inputs:
+    for path, stem in zip(inputs, unique_stems(inputs), strict=True):
         try:
             sample = preprocess(path)
         except SampleError as err:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         image = sample["image"] if isinstance(sample, dict) else sample
         mask = mask_in_model_space(args.mask, image) if args.mask is not None else None
         result = explain_sample(model, image, kind=kind, classes=list(bundle.class_names), out_dir=args.out,
-                                stem=input_stem(path), method=args.method, input_path=path,
+                                stem=stem, method=args.method, input_path=path,
                                 clip_format=args.clip_format, num_slices=args.slices, alpha=args.alpha,
                                 cmap=args.cmap, mask=mask, floor=args.floor, view=args.view, overlap=args.overlap,
                                 aggregate=args.aggregate, frame_times=_frame_times(sample), on_2d=args.on_2d,

@@ -31,7 +31,14 @@ from .maps import (
 )
 from .montage import safe_text, save_montage
 from .rollout import attention_rollout, fuse_heads, read_tokens
-from .sample import ExplainResult, explain_sample, input_stem, mask_in_model_space, original_grid
+from .sample import (
+    ExplainResult,
+    explain_sample,
+    input_stem,
+    mask_in_model_space,
+    original_grid,
+    unique_stems,
+)
 from .sliding import explain_sliding
 
 __all__ = [
@@ -39,5 +46,5 @@ __all__ = [
     "capture_attention", "eval_mode", "explain", "explain_sample", "explain_sliding", "frame_durations", "fuse_heads",
     "input_stem", "invert_with_transform", "mask_in_model_space", "normalize_map", "original_grid", "overlay_rgb",
     "read_tokens", "resample_to_reference", "safe_text", "save_clip_overlay", "save_montage", "save_nifti",
-    "token_grid", "upsample_map",
+    "token_grid", "unique_stems", "upsample_map",
 ]

@@ -37,10 +37,19 @@ def _np(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
 
 
-def normalize_map(amap: ArrayLike) -> np.ndarray:
-    """Min-max scale a map to ``[0, 1]`` (all zeros for a constant map), as float32."""
+def normalize_map(amap: ArrayLike, mode: Literal["minmax", "max"] = "minmax") -> np.ndarray:
+    """Scale a map to ``[0, 1]`` as float32.
+
+    ``'minmax'`` stretches min..max to 0..1 (all zeros for a constant map); ``'max'`` divides a non-negative map
+    by its maximum, so relevance that is small but present (rollout's share for every token) stays above 0.
+    """
+    check_choice("mode", mode, ("minmax", "max"))
     a = _np(amap).astype(np.float32)
     lo, hi = float(a.min()), float(a.max())
+    if mode == "max":
+        if lo < 0:
+            raise ValueError(f"mode='max' needs a non-negative map, its minimum is {lo}; use mode='minmax'")
+        return np.zeros_like(a) if hi <= 0 else a / hi
     return np.zeros_like(a) if hi - lo <= 0 else (a - lo) / (hi - lo)
 
 
@@ -162,7 +171,7 @@ def save_nifti(amap: ArrayLike, path: str | Path, affine: ArrayLike, *, referenc
     scode, qcode = 1, 1
     if reference is not None:
         ref = nib.load(str(reference))
-        if ref.shape[:3] != arr.shape:
+        if (tuple(ref.shape[:3]) + (1,) * (3 - len(ref.shape)))[:3] != arr.shape:  # a 2D file is one slice
             raise ValueError(f"map shape {arr.shape} differs from the reference {reference} shape {ref.shape[:3]}; "
                              "resample the map onto the reference grid first (resample_to_reference)")
         scode = int(ref.header["sform_code"]) or 1

@@ -26,7 +26,7 @@ from .export import normalize_map, resample_to_reference, save_clip_overlay, sav
 from .maps import Method, explain
 from .montage import View, save_montage
 
-__all__ = ["ExplainResult", "explain_sample", "input_stem", "mask_in_model_space", "original_grid"]
+__all__ = ["ExplainResult", "explain_sample", "input_stem", "mask_in_model_space", "original_grid", "unique_stems"]
 
 _SUFFIXES = re.compile(r"(\.nii\.gz|\.nii|\.nrrd|\.nhdr|\.mha|\.mhd|\.dcm|\.ima|\.mp4|\.m4v|\.avi|\.mov|\.mkv|"
                        r"\.webm|\.mpe?g|\.ts|\.wmv|\.flv|\.3gp|\.ogv)$", re.IGNORECASE)
@@ -41,7 +41,7 @@ class ExplainResult:
         probability: its softmax probability.
         probabilities: every class's probability, in class order.
         files: the files written.
-        map: the normalised map ``[0, 1]`` in model space, ``(D, H, W)`` or ``(T, H, W)``.
+        map: the map in model space scaled to a maximum of 1, ``(D, H, W)`` or ``(T, H, W)``.
         original_map: the map on the input file's grid (volumes with a known affine), else ``None``.
         original_affine: that grid's voxel-to-world affine.
         windows: sliding windows used (1 when the sample is the model's input size).
@@ -63,13 +63,29 @@ def input_stem(path: str | Path) -> str:
     return name or "input"
 
 
+def unique_stems(inputs: Sequence[str | Path]) -> list[str]:
+    """Output stems for ``inputs``, one each: :func:`input_stem`, prefixed by parent folder names where two collide
+    (``p1/ct`` and ``p2/ct`` become ``p1_ct`` and ``p2_ct``), so no output overwrites another."""
+    paths = [Path(p) for p in inputs]
+    depth = [0] * len(paths)
+    while True:
+        stems = ["_".join([*paths[i].parent.parts[len(paths[i].parent.parts) - depth[i]:], input_stem(paths[i])])
+                 if depth[i] else input_stem(paths[i]) for i in range(len(paths))]
+        clash = [i for i, s in enumerate(stems) if stems.count(s) > 1 and depth[i] < len(paths[i].parent.parts)]
+        if not clash:
+            return stems
+        for i in clash:
+            depth[i] += 1
+
+
 def original_grid(image: Any, input_path: str | Path | None) -> tuple[np.ndarray, tuple[int, ...]] | None:
     """The input file's voxel-to-world affine and shape: from the NIfTI header, else from MONAI's metadata."""
     if input_path is not None and str(input_path).lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
         img = nib.load(str(input_path))
-        return np.asarray(img.affine, dtype=np.float64), tuple(int(s) for s in img.shape[:3])
+        shape = tuple(int(s) for s in img.shape[:3])
+        return np.asarray(img.affine, dtype=np.float64), shape + (1,) * (3 - len(shape))  # a 2D image: one slice
     meta = getattr(image, "meta", None) or {}
     if "original_affine" in meta and "spatial_shape" in meta:
         shape = tuple(int(s) for s in np.asarray(meta["spatial_shape"]).reshape(-1)[:3])
@@ -166,7 +182,8 @@ def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: Literal["volu
     probs = result.logits.float().softmax(-1)[0].cpu()
     top = int(probs.argmax())
     label = classes[top] if top < len(classes) else str(top)
-    amap = normalize_map(result.map[0])
+    # attention maps are non-negative: scaled by their maximum, every voxel a window saw keeps a positive value
+    amap = normalize_map(result.map[0], "max" if float(result.map.min()) >= 0 else "minmax")
     out = ExplainResult(label=label, probability=float(probs[top]), probabilities=probs.tolist(), map=amap,
                         windows=windows)
     out_dir = Path(out_dir)
