@@ -136,3 +136,21 @@ def test_predict_a_folder_of_series_gives_one_row_per_series(model: torch.nn.Mod
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in good)
     bad = preds[0]  # broken/ sorts first
     assert bad.path.endswith("x.nii.gz") and "unreadable" in bad.error and bad.row(["a", "b", "c"])["prob_a"] == ""
+
+
+def test_classifier_module_is_the_sliding_aggregate_and_trains_through_windows(model: torch.nn.Module) -> None:
+    from vit3d.inference import SlidingWindowClassifier
+
+    wrapped = SlidingWindowClassifier(model, overlap=0.5, aggregate="max")
+    scan = torch.randn(2, 1, 12, 20, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(scan), sliding_window_logits(model, scan, overlap=0.5,
+                                                                         aggregate="max").logits)
+        exact = torch.randn(1, 1, *ROI)
+        torch.testing.assert_close(wrapped(exact), model(exact))
+    assert list(wrapped.state_dict()) == [f"model.{k}" for k in model.state_dict()]
+    wrapped(scan).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="overlap"):
+        SlidingWindowClassifier(model, overlap=1.5)

@@ -34,8 +34,8 @@ from torch import nn
 
 from vit3d.layers import check_choice, to_ntuple
 
-__all__ = ["Aggregate", "Prediction", "WindowLogits", "model_input_size", "predict_inputs", "sliding_window_logits",
-           "window_slices"]
+__all__ = ["Aggregate", "Prediction", "SlidingWindowClassifier", "WindowLogits", "model_input_size", "predict_inputs",
+           "sliding_window_logits", "window_slices"]
 
 Aggregate = Literal["mean", "max", "attention"]
 AGGREGATES = ("mean", "max", "attention")
@@ -164,14 +164,19 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: int |
         :class:`WindowLogits`.
     """
     check_choice("aggregate", aggregate, AGGREGATES)
-    x = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
     dims = getattr(model, "spatial_dims", None)
+    x = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
     if x.ndim == (dims + 1 if dims else 4):
         x = x[None]
     roi = model_input_size(model) if roi_size is None else to_ntuple(roi_size, x.ndim - 2, "roi_size")
+    return _sliding(model, x, roi, overlap, aggregate, batch_size, pad_value, temperature)
+
+
+def _sliding(model: nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: float | Sequence[float],
+             aggregate: Aggregate, batch_size: int, pad_value: float, temperature: float) -> WindowLogits:
     if x.ndim - 2 != len(roi):
-        raise ValueError(f"image of shape {tuple(image.shape)} is not (B, C, *spatial) with {len(roi)} spatial dims "
-                         f"for windows of {roi}")
+        raise ValueError(f"image of shape {tuple(x.shape)} is not (B, C, *spatial) with {len(roi)} spatial dims "
+                         f"for windows of {tuple(roi)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
@@ -179,11 +184,44 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: int |
     windows = window_slices(x.shape[2:], roi, overlap)
     chunks = []
     for group in _batches(windows, batch_size):
-        out = model(_crops(x, group).to(device)).float().cpu()  # (len(group) * B, classes), window-major
+        out = model(_crops(x, group).to(device)).float()  # (len(group) * B, classes), window-major
         chunks.append(out.reshape(len(group), x.shape[0], -1).transpose(0, 1))
     window_logits = torch.cat(chunks, dim=1)
     logits, weights = aggregate_logits(window_logits, aggregate, temperature=temperature)
     return WindowLogits(logits=logits, window_logits=window_logits, windows=windows, weights=weights, pad=pad)
+
+
+class SlidingWindowClassifier(nn.Module):
+    """``model`` applied to inputs of any size by sliding windows: ``forward(x)`` returns the aggregated logits.
+
+    A drop-in for evaluation (``test`` / ``predict`` on whole scans preprocessed with ``fov='whole'``): an input
+    of exactly the window size is one plain forward pass. It adds no parameters; ``model`` is its only child, so
+    it trains, moves and saves as ``model`` does (gradients flow through every window).
+
+    Args:
+        model: the classifier built for ``roi_size`` inputs.
+        roi_size: the window (default the model's ``img_size``).
+        overlap, aggregate, batch_size, pad_value, temperature: as in :func:`sliding_window_logits`.
+    """
+
+    def __init__(self, model: nn.Module, *, roi_size: int | Sequence[int] | None = None,
+                 overlap: float | Sequence[float] = 0.25, aggregate: Aggregate = "mean", batch_size: int = 4,
+                 pad_value: float = 0.0, temperature: float = 1.0) -> None:
+        super().__init__()
+        check_choice("aggregate", aggregate, AGGREGATES)
+        self.model = model
+        dims = int(getattr(model, "spatial_dims", 3))
+        self.roi_size = model_input_size(model) if roi_size is None else to_ntuple(roi_size, dims, "roi_size")
+        self.overlap, self.aggregate, self.batch_size = overlap, aggregate, int(batch_size)
+        self.pad_value, self.temperature = float(pad_value), float(temperature)
+        window_slices(self.roi_size, self.roi_size, overlap)  # validates overlap now
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *spatial)`` -> ``(B, classes)``."""
+        if tuple(x.shape[2:]) == self.roi_size:
+            return self.model(x)
+        return _sliding(self.model, x, self.roi_size, self.overlap, self.aggregate, self.batch_size,
+                        self.pad_value, self.temperature).logits
 
 
 @dataclass
