@@ -154,3 +154,4 @@ def test_classifier_module_is_the_sliding_aggregate_and_trains_through_windows(m
     model.zero_grad(set_to_none=True)
     with pytest.raises(ValueError, match="overlap"):
         SlidingWindowClassifier(model, overlap=1.5)
+
