@@ -143,6 +143,10 @@ def test_bad_options() -> None:
         Augmentation(flip_prob=1.5)
     with pytest.raises(ValueError, match="gamma"):
         Augmentation(gamma=(1.5, 0.7))
+    ds = VolumeDataset([], augmentation={"flip": ["lr", "ap"], "rotate_degrees": 5})  # as a YAML block gives it
+    assert ds.augmentation == Augmentation(flip=("lr", "ap"), rotate_degrees=5)
+    with pytest.raises(ValueError, match="did you mean.*rotate_degrees"):
+        VolumeDataset([], augmentation={"rotate_degree": 5})
     with pytest.raises(ValueError, match="fov"):
         VolumeDataset([], fov="fit")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_dropped_foreground"):

@@ -42,8 +42,8 @@ from vit3d.layers.helpers import check_choice
 
 from .io import read_volume
 
-__all__ = ["Augmentation", "FieldOfView", "Preset", "build_monai_stages", "build_torchio_stages", "fit_shape",
-           "foreground_mask"]
+__all__ = ["Augmentation", "FieldOfView", "Preset", "as_augmentation", "build_monai_stages", "build_torchio_stages",
+           "check_fov_options", "fit_shape", "foreground_mask"]
 
 logger = logging.getLogger("vit3d.data")
 
@@ -393,7 +393,20 @@ def _xyz(size: Sequence[float]) -> tuple:
     return tuple(reversed(tuple(size)))
 
 
-def _check_fov(fov: str, augmentation: Augmentation | None, max_dropped_foreground: float | None) -> None:
+def as_augmentation(value: Augmentation | Mapping[str, Any] | None) -> Augmentation | None:
+    """``value`` as an :class:`Augmentation`: a mapping (a YAML block) is checked key by key, lists become tuples."""
+    if value is None or isinstance(value, Augmentation):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"augmentation={value!r} must be an Augmentation or a mapping of its fields")
+    fields = tuple(Augmentation.__dataclass_fields__)
+    for key in value:
+        check_choice("augmentation key", key, fields)
+    return Augmentation(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
+def check_fov_options(fov: str, augmentation: Augmentation | None, max_dropped_foreground: float | None) -> None:
+    """Validate the field-of-view and augmentation options of a preset (raises ``ValueError`` with the fix)."""
     check_choice("fov", fov, FOVS)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError(f"augmentation={augmentation!r} must be a vit3d.data.transforms.Augmentation")
@@ -419,7 +432,7 @@ def build_monai_stages(preset: Preset | None, *, image_keys: Sequence[str], mask
     """
     from monai import transforms as mt
 
-    _check_fov(fov, augmentation, max_dropped_foreground)
+    check_fov_options(fov, augmentation, max_dropped_foreground)
     c = _classes()
     image_keys = list(image_keys)
     keys = image_keys + ([mask_key] if mask_key else [])
@@ -664,7 +677,7 @@ def build_torchio_stages(preset: Preset | None, *, image_keys: Sequence[str], ma
                          augmentation: Augmentation | None = None, foreground_threshold: float | None = None,
                          max_dropped_foreground: float | None = 0.05) -> tuple[Callable, Callable | None]:
     """The TorchIO ``(prepare, augment)`` callables of a preset (``augment`` is None unless ``train``)."""
-    _check_fov(fov, augmentation, max_dropped_foreground)
+    check_fov_options(fov, augmentation, max_dropped_foreground)
     if user_transform is not None:  # the user's transform gets the loaded RAS (C, D, H, W) image
         return (_TorchioPrepare(None, image_keys, mask_key, None, None, window, on_2d, on_4d, reader, fov="whole"),
                 user_transform)

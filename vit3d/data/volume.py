@@ -27,8 +27,7 @@ from .common import (
     select_split,
 )
 from .io import file_stamp, read_volume
-from .transforms import Augmentation, FieldOfView
-from .transforms import _check_fov as check_fov
+from .transforms import Augmentation, FieldOfView, as_augmentation, check_fov_options
 
 __all__ = ["VolumeDataset", "load_volume"]
 
@@ -81,7 +80,8 @@ class VolumeDataset(Dataset):
             ``'whole'`` (no crop or shrink, padded up to ``img_size``: for sliding-window inference). See
             :mod:`vit3d.data.transforms`.
         augmentation: the random training transforms (:class:`vit3d.data.transforms.Augmentation`: flip axes,
-            probabilities, affine and intensity ranges); None takes the preset's defaults.
+            probabilities, affine and intensity ranges), or a mapping of its fields (a YAML block); None takes
+            the preset's defaults.
         foreground_threshold: raw intensity above which a voxel is foreground; None: CT > -500 HU, else above
             10 % of the robust intensity range.
         max_dropped_foreground: share of the foreground ``fov='crop'`` may drop before it warns (None: never).
@@ -147,9 +147,9 @@ class VolumeDataset(Dataset):
         self.on_2d, self.on_4d, self.reader, self.user_transform = on_2d, on_4d, reader, transform
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.cache_num_workers = cache_num_workers
-        self.fov, self.augmentation = fov, augmentation
+        self.fov, self.augmentation = fov, as_augmentation(augmentation)
         self.foreground_threshold, self.max_dropped_foreground = foreground_threshold, max_dropped_foreground
-        check_fov(fov, augmentation, max_dropped_foreground)
+        check_fov_options(fov, self.augmentation, max_dropped_foreground)
 
         path_keys = list(self.image_keys) + ([mask_key] if mask_key else [])
         all_rows = read_table(data, path_keys=path_keys, root=root)
