@@ -26,6 +26,8 @@ def tree(tmp_path: Path) -> Path:
     bare = write_dicom_series(site / "p2" / "deep" / "ct", vol)
     for f in bare.iterdir():  # DICOM files as many PACS exports write them: no suffix at all
         f.rename(f.with_suffix(""))
+    first = next(iter(sorted((site / "p1" / "ct").iterdir())))
+    (site / "DICOMDIR").write_bytes(first.read_bytes())  # an index file with the DICM preamble, not a series
     return site
 
 
@@ -33,7 +35,7 @@ def test_a_folder_of_series_gives_one_input_per_series(tree: Path) -> None:
     found = discover_inputs(tree)
     assert found == [str(tree / "a.nii.gz"), str(tree / "p1" / "ct"), str(tree / "p2" / "deep" / "ct")]
     reasons = {Path(b.path).name: b.reason for b in found.ignored}
-    assert set(reasons) == {"a_mask.nii.gz", "notes.txt", "scan.xyz"}  # every other file is accounted for
+    assert set(reasons) == {"DICOMDIR", "a_mask.nii.gz", "notes.txt", "scan.xyz"}  # every other file is reported
     assert "mask" in reasons["a_mask.nii.gz"] and "known suffixes" in reasons["scan.xyz"]
 
 

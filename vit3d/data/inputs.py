@@ -90,6 +90,8 @@ def _classify(path: Path, kind: Kind) -> tuple[str, str]:
         return "ignored", "hidden file"
     low = name.lower()
     if kind == "volume":
+        if low == "dicomdir":
+            return "ignored", "a DICOMDIR index, not an image (the series beside it are read from their folders)"
         if low.endswith(MASK_SUFFIXES):
             return "ignored", "a mask (name ends in _mask/_seg), not an image"
         if low.endswith((".dcm", ".ima")) or is_dicom_file(path):
