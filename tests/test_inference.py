@@ -59,7 +59,8 @@ def test_logits_equal_the_hand_computed_aggregate(model: torch.nn.Module, aggreg
                 with torch.no_grad():
                     rows.append(model(scan[:, :, d:d + 8, h:h + 16, w:w + 16]))
     per_window = torch.stack(rows, dim=1)  # (B, windows, classes)
-    assert out.window_logits.shape == per_window.shape == (2, 3 * 4 * 2, 3)  # starts (0, 4, 6) x (0, 8, 16, 24) x (0, 8)
+    # window starts (0, 4, 6) x (0, 8, 16, 24) x (0, 8)
+    assert out.window_logits.shape == per_window.shape == (2, 3 * 4 * 2, 3)
     order = [tuple(s.start for s in w) for w in out.windows]
     hand_order = [(d, h, w) for d in _hand_windows(14, 8, 4) for h in _hand_windows(40, 16, 8)
                   for w in _hand_windows(24, 16, 8)]

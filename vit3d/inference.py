@@ -34,8 +34,9 @@ from torch import nn
 
 from vit3d.layers import check_choice, to_ntuple
 
-__all__ = ["Aggregate", "Prediction", "SlidingWindowClassifier", "WindowLogits", "model_input_size", "predict_inputs",
-           "sliding_window_logits", "window_slices"]
+__all__ = ["Aggregate", "Prediction", "SlidingWindowClassifier", "WindowLogits", "aggregate_logits", "crop_windows",
+           "model_input_size", "pad_to_window", "predict_inputs", "sliding_window_logits", "window_batches",
+           "window_slices"]
 
 Aggregate = Literal["mean", "max", "attention"]
 AGGREGATES = ("mean", "max", "attention")
@@ -103,7 +104,8 @@ def window_slices(image_size: Sequence[int], roi_size: Sequence[int], overlap: f
     return [tuple(s) for s in dense_patch_slices(tuple(image_size), roi, _scan_interval(image_size, roi, ov))]
 
 
-def _pad_to(image: torch.Tensor, roi: Sequence[int], value: float) -> tuple[torch.Tensor, tuple[tuple[int, int], ...]]:
+def pad_to_window(image: torch.Tensor, roi: Sequence[int], value: float
+                  ) -> tuple[torch.Tensor, tuple[tuple[int, int], ...]]:
     """Pad ``(B, C, *spatial)`` symmetrically to at least ``roi`` along each axis."""
     pads = []
     for s, r in zip(image.shape[2:], roi, strict=True):
@@ -115,12 +117,12 @@ def _pad_to(image: torch.Tensor, roi: Sequence[int], value: float) -> tuple[torc
     return image, tuple(pads)
 
 
-def _batches(windows: Sequence[tuple[slice, ...]], batch_size: int) -> Iterator[list[tuple[slice, ...]]]:
+def window_batches(windows: Sequence[tuple[slice, ...]], batch_size: int) -> Iterator[list[tuple[slice, ...]]]:
     for start in range(0, len(windows), batch_size):
         yield list(windows[start:start + batch_size])
 
 
-def _crops(image: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> torch.Tensor:
+def crop_windows(image: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> torch.Tensor:
     """``(B, C, *spatial)`` -> ``(len(windows) * B, C, *roi)``, window-major."""
     return torch.cat([image[(slice(None), slice(None), *w)] for w in windows], dim=0)
 
@@ -180,11 +182,11 @@ def _sliding(model: nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: flo
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
-    x, pad = _pad_to(x.float(), roi, pad_value)
+    x, pad = pad_to_window(x.float(), roi, pad_value)
     windows = window_slices(x.shape[2:], roi, overlap)
     chunks = []
-    for group in _batches(windows, batch_size):
-        out = model(_crops(x, group).to(device)).float()  # (len(group) * B, classes), window-major
+    for group in window_batches(windows, batch_size):
+        out = model(crop_windows(x, group).to(device)).float()  # (len(group) * B, classes), window-major
         chunks.append(out.reshape(len(group), x.shape[0], -1).transpose(0, 1))
     window_logits = torch.cat(chunks, dim=1)
     logits, weights = aggregate_logits(window_logits, aggregate, temperature=temperature)

@@ -23,7 +23,8 @@ def volume_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]
     root = tmp_path_factory.mktemp("vols")
     table = make_volume_dataset(root, num_samples=2, shape=(16, 32, 32))
     with open(table) as f:
-        return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()} for row in rows]
 
 
 def _prepare(spacing: tuple[float, float, float]):  # noqa: ANN202 - the data engineer's MONAI eval stage

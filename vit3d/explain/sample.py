@@ -175,7 +175,8 @@ def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: Literal["volu
     if kind == "volume" and tuple(x.shape[1:]) != model_input_size(model):
         from .sliding import explain_sliding
 
-        result = explain_sliding(model, x[None], method=method, overlap=overlap, aggregate=aggregate)  # type: ignore[arg-type]
+        result = explain_sliding(model, x[None], method=method, overlap=overlap,
+                                 aggregate=aggregate)  # type: ignore[arg-type]
         windows = int(result.tokens.shape[0])
     else:
         result = explain(model, x[None].to(device), method=method)

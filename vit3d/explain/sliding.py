@@ -20,11 +20,11 @@ from torch import nn
 from vit3d.inference import (
     AGGREGATES,
     Aggregate,
-    _batches,
-    _crops,
-    _pad_to,
     aggregate_logits,
+    crop_windows,
     model_input_size,
+    pad_to_window,
+    window_batches,
     window_slices,
 )
 from vit3d.layers import check_choice, to_ntuple
@@ -62,12 +62,12 @@ def explain_sliding(model: nn.Module, x: torch.Tensor, roi_size: int | Sequence[
     if x.ndim - 2 != len(roi):
         raise ValueError(f"input of shape {tuple(x.shape)} is not (B, C, *spatial) for windows of {roi}")
     device = next(model.parameters()).device
-    padded, pad = _pad_to(x.float(), roi, pad_value)
+    padded, pad = pad_to_window(x.float(), roi, pad_value)
     windows = window_slices(padded.shape[2:], roi, overlap)
     b = padded.shape[0]
     maps, logits, tokens = [], [], []
-    for group in _batches(windows, batch_size):
-        res = explain(model, _crops(padded, group).to(device), method=method)
+    for group in window_batches(windows, batch_size):
+        res = explain(model, crop_windows(padded, group).to(device), method=method)
         maps.append(res.map.float().cpu().reshape(len(group), b, *roi))
         logits.append(res.logits.float().cpu().reshape(len(group), b, -1))
         tokens.append(res.tokens.float().cpu())
