@@ -27,9 +27,8 @@ uninterrupted one.
 from __future__ import annotations
 
 import abc
-import glob
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,13 +38,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vit3d.data import VideoClipDataset, VolumeDataset
-from vit3d.data.video.layouts import VIDEO_SUFFIXES
+from vit3d.data.inputs import VIDEO_SUFFIXES, VOLUME_SUFFIXES, discover_inputs
 from vit3d.errors import ConfigError
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VideoDatasetFactory", "VolumeDataModule",
            "VolumeDatasetFactory", "dataset_keywords"]
-
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
 
 
 class ResumableSampler(DistributedSampler):
@@ -86,22 +83,6 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
         self.sampler.skip_next(state["batches"] * self.batch_size)
-
-
-def _expand_inputs(path: str, suffixes: Sequence[str]) -> list[str]:
-    """Files named by ``path``: itself, the files with a known suffix in a folder (recursively), or a glob."""
-    p = Path(path)
-    if p.is_file():
-        return [str(p)]
-    if p.is_dir():
-        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and str(f).lower().endswith(tuple(suffixes))
-                       and not str(f).lower().endswith(("_mask.nii.gz", "_mask.nii")))
-    else:
-        files = sorted(glob.glob(path, recursive=True))
-    if not files:
-        raise FileNotFoundError(f"no input files found at {path!r}; give a CSV, a file, a folder holding "
-                                f"{', '.join(suffixes)} files, or a glob pattern")
-    return files
 
 
 class VolumeDatasetFactory(Protocol):
@@ -235,7 +216,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         override = {"val": self.val_data, "test": self.test_data, "predict": self.predict_data}.get(split)
         if override is not None:
             if split == "predict" and not str(override).lower().endswith(".csv"):
-                return self.predict_rows(_expand_inputs(override, self.suffixes)), None
+                return self.predict_rows(list(discover_inputs(override, self.kind))), None
             return override, None
         if self.data is None:
             raise ConfigError(f"no data for the {split!r} split",

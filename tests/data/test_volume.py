@@ -48,7 +48,7 @@ def test_sample_contract_and_ct_oracle(volume_csv: Path) -> None:
 def test_crop_pad_and_resample(volume_csv: Path) -> None:
     path = volume_csv.parent / _rows(volume_csv)[0]["image"]
     full = _expected_ct(path)  # (1, 16, 32, 32)
-    s = load_volume(path, img_size=(20, 28, 32))  # pad D by 2 + 2, crop H by 2 + 2
+    s = load_volume(path, img_size=(20, 28, 32), fov="crop")  # pad D by 2 + 2, crop H by 2 + 2
     expected = np.zeros((1, 20, 28, 32), dtype=np.float32)
     expected[:, 2:18] = full[:, :, 2:30]
     np.testing.assert_allclose(s["image"].numpy(), expected, atol=1e-6)
@@ -61,7 +61,7 @@ def test_crop_pad_and_resample(volume_csv: Path) -> None:
 
 def test_invert_maps_back_to_the_file(volume_csv: Path) -> None:
     path = volume_csv.parent / _rows(volume_csv)[1]["image"]
-    ds = VolumeDataset([], img_size=(12, 40, 24))
+    ds = VolumeDataset([], img_size=(12, 40, 24), fov="crop")
     s = ds.load_one(path)
     back = ds.invert(s["image"][0], s)
     img = nib.load(path)
@@ -78,7 +78,7 @@ def test_invert_maps_back_to_the_file(volume_csv: Path) -> None:
 
 
 def test_torchio_backend_matches_monai(volume_csv: Path) -> None:
-    kw = dict(split="val", img_size=(14, 36, 30))
+    kw = dict(split="val", img_size=(14, 36, 30), fov="crop")
     a, b = VolumeDataset(volume_csv, **kw), VolumeDataset(volume_csv, backend="torchio", **kw)
     for i in range(len(a)):
         x, y = a[i]["image"], b[i]["image"]

@@ -167,3 +167,15 @@ def test_non_square_grid_uses_the_requested_size(tmp_path):
     x = torch.randn(1, 3, 40, 32)
     with torch.no_grad():
         assert torch.equal(model(x), src(x))
+
+
+def test_a_2d_checkpoint_with_no_model_name_asks_for_inflation(tmp_path):
+    """`model: null` with a 2D file and a 3D img_size from the data: a clear error, not a size mismatch."""
+    from vit3d.errors import ConfigError
+
+    net2d = vit3d.create_model("vit_tiny_patch16_2d", img_size=(32, 32), patch_size=(16, 16), num_classes=2,
+                               embed_dim=64, depth=1, num_heads=1)
+    path = tmp_path / "vit2d.safetensors"
+    save_file({k: v.contiguous() for k, v in net2d.state_dict().items()}, str(path))
+    with pytest.raises(ConfigError, match="inflate it first"):
+        vit3d.create_model(None, pretrained=path, img_size=(16, 32, 32), num_classes=2)

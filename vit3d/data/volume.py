@@ -21,6 +21,7 @@ from .common import SampleError, find_input_error
 from .io import VolumeReader, file_stamp
 from .limits import DEFAULT_MAX_VOXELS, VolumeLimits
 from .table import OnError, Row, TableDataset
+from .transforms import Augmentation, FieldOfView, as_augmentation, check_fov_options
 
 __all__ = ["MAX_ABS_VALUE", "VolumeDataset", "load_volume"]
 
@@ -123,7 +124,7 @@ class VolumeDataset(TableDataset):
         backend: ``'monai'`` dictionary transforms or ``'torchio'`` transforms for the same preset.
         transform: your own transform instead of a preset; it receives the loaded dict whose ``image`` is the
             RAS-oriented ``(C, D, H, W)`` volume, and returns the dict (never cached: it may be random).
-        img_size: model input size ``(D, H, W)``; volumes are cropped or padded to it. None keeps the size.
+        img_size: model input size ``(D, H, W)``; ``fov`` says how a volume is brought to it. None keeps the size.
         spacing: voxel size in mm ``(D, H, W)`` to resample to; None keeps the file's spacing.
         train: add the preset's random augmentation.
         cache: ``'none'``, ``'memory'`` (MONAI ``CacheDataset``, filled when the dataset is built so that
@@ -152,6 +153,17 @@ class VolumeDataset(TableDataset):
     Every file is checked before its voxels are read (see :mod:`vit3d.data.limits` and
     :mod:`vit3d.data.dicom`), and every sample after preprocessing (finite, within +-1e6), so a broken or
     hostile file is an error naming it, raised or skipped by ``on_error``, never a crash, a hang or NaN.
+        fov: field of view, how a volume becomes ``img_size``: ``'resize'`` (the whole scan, shrunk to fit when
+            larger, then padded), ``'foreground'`` (crop to the body / non-zero region first), ``'crop'`` (centre
+            crop or pad; warns when a scan loses more than ``max_dropped_foreground`` of its foreground) or
+            ``'whole'`` (no crop or shrink, padded up to ``img_size``: for sliding-window inference). See
+            :mod:`vit3d.data.transforms`.
+        augmentation: the random training transforms (:class:`vit3d.data.transforms.Augmentation`: flip axes,
+            probabilities, affine and intensity ranges), or a mapping of its fields (a YAML block); None takes
+            the preset's defaults.
+        foreground_threshold: raw intensity above which a voxel is foreground; None: CT > -500 HU, else above
+            10 % of the robust intensity range.
+        max_dropped_foreground: share of the foreground ``fov='crop'`` may drop before it warns (None: never).
 
     Samples are dicts: ``image`` float32 ``(C, D, H, W)``, ``label`` int64 scalar, ``id`` (the first image
     path), ``view`` 0, and ``mask_key`` when given.
@@ -186,6 +198,10 @@ class VolumeDataset(TableDataset):
         max_compression_ratio: float = 100.0,
         spacing_range: tuple[float, float] = (1e-3, 100.0),
         dicom_series: str | None = None,
+        fov: FieldOfView = "resize",
+        augmentation: Augmentation | None = None,
+        foreground_threshold: float | None = None,
+        max_dropped_foreground: float | None = 0.05,
     ) -> None:
         check_choice("preset", preset, ("ct", "mri", None))
         check_choice("backend", backend, ("monai", "torchio"))
@@ -216,6 +232,9 @@ class VolumeDataset(TableDataset):
         self.reader = VolumeReader(reader=reader, limits=limits, dicom_series=dicom_series)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.cache_num_workers = cache_num_workers
+        self.fov, self.augmentation = fov, as_augmentation(augmentation)
+        self.foreground_threshold, self.max_dropped_foreground = foreground_threshold, max_dropped_foreground
+        check_fov_options(fov, self.augmentation, max_dropped_foreground)
 
         self._stages: tuple[Any, Any] | None = None
         self._dataset: Any = None
@@ -261,7 +280,9 @@ class VolumeDataset(TableDataset):
         build = build_monai_stages if self.backend == "monai" else build_torchio_stages
         return build(self.preset, image_keys=self.image_keys, mask_key=self.mask_key, img_size=self._img_size,
                      spacing=self.spacing, train=self.train, window=self.window, on_2d=self.on_2d,
-                     on_4d=self.on_4d, reader=self.reader, user_transform=self.user_transform)
+                     on_4d=self.on_4d, reader=self.reader, user_transform=self.user_transform, fov=self.fov,
+                     augmentation=self.augmentation, foreground_threshold=self.foreground_threshold,
+                     max_dropped_foreground=self.max_dropped_foreground)
 
     @property
     def stages(self) -> tuple[Any, Any]:
@@ -280,7 +301,8 @@ class VolumeDataset(TableDataset):
 
     def _fingerprint(self) -> str:
         settings = (self.preset, self.backend, self._img_size, self.spacing, self.window, self.on_2d, self.on_4d,
-                    self.image_keys, self.mask_key, repr(self.user_transform), repr(self.reader), 1)
+                    self.image_keys, self.mask_key, repr(self.user_transform), repr(self.reader), 1,
+                    self.fov, self.foreground_threshold)
         return repr(settings)
 
     def _hash_item(self, item: Mapping[str, Any]) -> bytes:

@@ -1,4 +1,4 @@
-"""Write attention maps where people look at them: NIfTI overlays, PNG slice montages, GIF/mp4 clips.
+"""Write attention maps where people look at them: NIfTI overlays and GIF/mp4 clips (PNG montages: montage.py).
 
 A map computed in model space (after the eval preprocessing: orientation, spacing, crop/pad) is brought back
 onto the ORIGINAL file's voxel grid before it is written as NIfTI, so it opens as an overlay on the input volume
@@ -17,6 +17,7 @@ matplotlib (Agg), PIL and PyAV are imported inside the functions that need them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from vit3d.layers import check_choice
 
 __all__ = ["invert_with_transform", "normalize_map", "overlay_rgb", "resample_to_reference", "save_clip_overlay",
-           "save_montage", "save_nifti"]
+           "save_nifti"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -36,10 +37,19 @@ def _np(x: ArrayLike) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
 
 
-def normalize_map(amap: ArrayLike) -> np.ndarray:
-    """Min-max scale a map to ``[0, 1]`` (all zeros for a constant map), as float32."""
+def normalize_map(amap: ArrayLike, mode: Literal["minmax", "max"] = "minmax") -> np.ndarray:
+    """Scale a map to ``[0, 1]`` as float32.
+
+    ``'minmax'`` stretches min..max to 0..1 (all zeros for a constant map); ``'max'`` divides a non-negative map
+    by its maximum, so relevance that is small but present (rollout's share for every token) stays above 0.
+    """
+    check_choice("mode", mode, ("minmax", "max"))
     a = _np(amap).astype(np.float32)
     lo, hi = float(a.min()), float(a.max())
+    if mode == "max":
+        if lo < 0:
+            raise ValueError(f"mode='max' needs a non-negative map, its minimum is {lo}; use mode='minmax'")
+        return np.zeros_like(a) if hi <= 0 else a / hi
     return np.zeros_like(a) if hi - lo <= 0 else (a - lo) / (hi - lo)
 
 
@@ -161,7 +171,7 @@ def save_nifti(amap: ArrayLike, path: str | Path, affine: ArrayLike, *, referenc
     scode, qcode = 1, 1
     if reference is not None:
         ref = nib.load(str(reference))
-        if ref.shape[:3] != arr.shape:
+        if (tuple(ref.shape[:3]) + (1,) * (3 - len(ref.shape)))[:3] != arr.shape:  # a 2D file is one slice
             raise ValueError(f"map shape {arr.shape} differs from the reference {reference} shape {ref.shape[:3]}; "
                              "resample the map onto the reference grid first (resample_to_reference)")
         scode = int(ref.header["sform_code"]) or 1
@@ -181,74 +191,6 @@ def _display(volume: np.ndarray) -> np.ndarray:
     if hi <= lo:
         hi = lo + 1.0
     return np.clip((volume - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _slice_indices(n: int, num_slices: int, peak: int) -> list[int]:
-    if num_slices >= n:
-        return list(range(n))
-    idx = set(np.linspace(0, n - 1, num_slices).round().astype(int).tolist())
-    if peak not in idx:
-        idx.remove(min(idx, key=lambda v: abs(v - peak)))
-        idx.add(peak)
-    return sorted(idx)
-
-
-def save_montage(volume: ArrayLike, amap: ArrayLike, path: str | Path, *, num_slices: int = 12, cols: int = 6,
-                 cmap: str = "jet", alpha: float = 0.6, mask: ArrayLike | None = None, title: str | None = None,
-                 axis_name: str = "slice", floor: float = 0.9) -> Path:
-    """PNG montage of slices along the first axis with the map overlaid (the map's peak slice is always shown).
-
-    Args:
-        volume: ``(D, H, W)`` intensities (or ``(C, D, H, W)``; the first channel is shown).
-        amap: ``(D, H, W)`` map at the volume's resolution.
-        path: output ``.png``.
-        num_slices: slices shown, evenly spaced.
-        cols: panels per row.
-        cmap: matplotlib colormap of the overlay.
-        alpha: opacity of the overlay at the map's maximum (it fades to transparent towards the floor).
-        mask: optional ``(D, H, W)`` mask drawn as a white contour (e.g. a lesion).
-        title: figure title.
-        axis_name: label of the first axis in panel titles (``'slice'`` or ``'frame'``).
-        floor: quantile of the map below which nothing is drawn (0 draws the plain min-max map).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    vol = _np(volume)
-    vol = vol[0] if vol.ndim == 4 else vol
-    a = _display_map(amap, floor)
-    if vol.shape != a.shape or vol.ndim != 3:
-        raise ValueError(f"volume {vol.shape} and map {a.shape} must both be (D, H, W) of the same shape")
-    m = _np(mask) if mask is not None else None
-    if m is not None and m.shape != vol.shape:
-        raise ValueError(f"mask shape {m.shape} differs from the volume's {vol.shape}")
-    peak = int(np.unravel_index(int(a.argmax()), a.shape)[0])
-    idx = _slice_indices(vol.shape[0], num_slices, peak)
-    cols = min(cols, len(idx))
-    rows = -(-len(idx) // cols)
-    h, w = vol.shape[1:]
-    panel = 2.2
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel * max(1.0, w / h), rows * panel + 0.5), squeeze=False)
-    shown = _display(vol)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, i in zip(axes.ravel(), idx, strict=False):  # spare panels stay blank
-        ax.imshow(shown[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(_heat_rgba(a[i], cmap, alpha), interpolation="bilinear")
-        if m is not None and m[i].max() > 0:
-            ax.contour(m[i] > 0.5, levels=[0.5], colors="white", linewidths=1.0)
-        ax.set_title(f"{axis_name} {i}" + (" (peak)" if i == peak else ""), fontsize=8,
-                     color="red" if i == peak else "black")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha: float = 0.6,
@@ -275,16 +217,40 @@ def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha:
     return (np.clip((1 - w) * f + w * rgba[..., :3], 0, 1) * 255).round().astype(np.uint8)
 
 
+def frame_durations(frame_times: Sequence[float] | None, n: int, fps: float) -> list[float]:
+    """Seconds each of ``n`` frames is shown: the gaps between the frames' real times, else ``1 / fps``.
+
+    The last frame lasts as long as the median gap (it has no successor). Times that do not increase (a clip
+    sampled backwards or with repeats) fall back to ``1 / fps``.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps={fps} must be > 0")
+    if frame_times is None or n < 2:
+        return [1.0 / fps] * n
+    t = np.asarray(frame_times, dtype=np.float64)
+    if t.shape != (n,):
+        raise ValueError(f"{t.size} frame times for {n} frames")
+    gaps = np.diff(t)
+    if not (gaps > 0).all():
+        return [1.0 / fps] * n
+    return [*gaps.tolist(), float(np.median(gaps))]
+
+
 def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, fps: float = 8.0, cmap: str = "jet",
-                      alpha: float = 0.6, min_size: int = 256, floor: float = 0.9) -> Path:
+                      alpha: float = 0.6, min_size: int = 256, floor: float = 0.9,
+                      frame_times: Sequence[float] | None = None) -> Path:
     """Animated GIF (``.gif``) or H.264 mp4 (``.mp4``) of a clip with the map overlaid, one frame per time step.
 
     Small frames are enlarged (nearest neighbour, integer factor) until the shorter side reaches ``min_size``.
+    With ``frame_times`` (seconds of each sampled frame in the source clip) the animation plays at the clip's
+    real pace: a GIF holds each frame until the next one's time, an mp4 runs at the mean rate of the samples;
+    without them, at ``fps``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     check_choice("clip file suffix", suffix, (".gif", ".mp4"))
     rgb = overlay_rgb(frames, amap, cmap=cmap, alpha=alpha, floor=floor)
+    durations = frame_durations(frame_times, len(rgb), fps)
     factor = max(1, -(-min_size // min(rgb.shape[1:3])))
     rgb = rgb.repeat(factor, axis=1).repeat(factor, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,13 +258,17 @@ def save_clip_overlay(frames: ArrayLike, amap: ArrayLike, path: str | Path, *, f
         from PIL import Image
 
         images = [Image.fromarray(fr) for fr in rgb]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+        # GIF delays are in 10 ms units; PIL takes milliseconds and rounds
+        images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                       duration=[max(10, round(1000 * d)) for d in durations])
         return path
     import av
 
+    fps = 1.0 / float(np.mean(durations))
+
     h, w = rgb.shape[1] // 2 * 2, rgb.shape[2] // 2 * 2  # yuv420p needs even sizes
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=round(fps))
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for fr in rgb:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr[:h, :w]), format="rgb24")):

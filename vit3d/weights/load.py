@@ -135,6 +135,13 @@ def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **o
             src = {**src, **{k: preset_cfg[k] for k in guessed}}
             ckpt = Checkpoint(ckpt.state_dict, src, report)
     dims = target.get("spatial_dims") or src["spatial_dims"]
+    asked_size = overrides.get("img_size")
+    if name is None and dims == 2 and asked_size is not None and not isinstance(asked_size, int) \
+            and len(asked_size) == 3:
+        raise ConfigError(f"a 2D checkpoint cannot build a 3D model by itself (img_size {tuple(asked_size)} asked "
+                          "with no model name)", file=str(getattr(pretrained, "source", pretrained)),
+                          fix="inflate it first (`vit3d inflate FILE --out model_3d.safetensors`, then "
+                              "pretrained: model_3d.safetensors) or name a 3D preset (model: vit_base_patch16_3d)")
     for key in ("img_size", "patch_size"):
         if key in target:
             target[key] = to_ntuple(target[key], dims, key)
