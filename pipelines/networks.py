@@ -130,7 +130,6 @@ class Pretrained(VisionTransformer):
                  drop_rate: float = 0.0) -> None:
         import vit3d
         from vit3d.weights import vit_config
-
         from vit3d.weights.hub import parse_hub_name
 
         if not Path(path).is_file() and parse_hub_name(path) is None:

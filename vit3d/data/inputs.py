@@ -39,9 +39,12 @@ VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha",
 """Volume files read by :func:`vit3d.data.io.read_volume` (NIfTI with nibabel, DICOM with pydicom, the rest with
 SimpleITK). DICOM files without a suffix are recognised by content."""
 
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv",
-                                   ".flv", ".3gp", ".ogv")
-"""Clip containers the video decoders (decord, PyAV) open."""
+VIDEO_SUFFIXES: tuple[str, ...] = (
+    ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".m2v",
+    ".vob", ".3gp", ".3g2", ".ogv", ".flv", ".f4v", ".wmv", ".asf", ".mxf", ".dv", ".divx", ".y4m",
+)
+"""The one table of clip containers (what FFmpeg, and so PyAV and decord, open): training folders, predict and
+explain all use it."""
 
 # Files that sit beside images without being inputs: segmentation masks and the sidecars of split formats.
 MASK_SUFFIXES = ("_mask.nii.gz", "_mask.nii", "_mask.nrrd", "_mask.mha", "_seg.nii.gz", "_seg.nii")

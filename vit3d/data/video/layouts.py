@@ -26,11 +26,6 @@ from vit3d.errors import ConfigError, InputError
 __all__ = ["SPLIT_NAMES", "VIDEO_SUFFIXES", "FolderTable", "is_video_file", "read_video_folder",
            "stratified_split"]
 
-# The one table of video file extensions (containers FFmpeg reads), for training folders, predict and explain.
-VIDEO_SUFFIXES: tuple[str, ...] = (
-    ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".m2v",
-    ".vob", ".3gp", ".3g2", ".ogv", ".flv", ".f4v", ".wmv", ".asf", ".mxf", ".dv", ".divx", ".y4m",
-)
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_FILE_NAMES = {"classind.txt"}
 
