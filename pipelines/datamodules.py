@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from vit3d.errors import ConfigError, InputError
 
+from ..inputs import VIDEO_SUFFIXES
+
 __all__ = ["SPLIT_NAMES", "VIDEO_SUFFIXES", "FolderTable", "is_video_file", "read_video_folder",
            "stratified_split"]
 
