@@ -23,10 +23,11 @@ def test_predict_a_folder_of_series_gives_one_row_per_series(tmp_path: Path) -> 
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "max_steps": 1, "limit_val_batches": 0,
                     "default_root_dir": str(tmp_path / "run")},
-        "model": {"model": "vit_tiny_patch16_3d",
-                  "model_args": {"patch_size": [8, 16, 16], "embed_dim": 24, "depth": 1, "num_heads": 2}},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d",
+                          "init_args": {"patch_size": [8, 16, 16], "embed_dim": 24, "depth": 1, "num_heads": 2}}},
         "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
-                 "init_args": {"data": str(table), "img_size": [16, 32, 32], "batch_size": 4, "num_workers": 0}},
+                 "init_args": {"data": str(table), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
+                               "num_workers": 0}},
     }
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -43,7 +44,7 @@ def test_predict_a_folder_of_series_gives_one_row_per_series(tmp_path: Path) -> 
             for f in series.iterdir():
                 f.rename(f.with_suffix(""))
     preds = tmp_path / "preds.csv"
-    assert vit3d(["predict", "--ckpt_path", str(ckpt), "--data.predict_data", str(site), "--output", str(preds),
+    assert vit3d(["predict", "--ckpt_path", str(ckpt), "--data.predict_data", str(site), "--predictions.output", str(preds),
                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "p"),
                   "--trainer.precision", "32-true"]) == 0
     with preds.open(newline="") as f:
