@@ -29,7 +29,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                   "checkpoint does not exist"),
         "models": (["models", "vit_tiny_patch16_3"], "did you mean vit_tiny_patch16_3d"),
         "explain": (["explain", "--ckpt", str(tmp / "missing.ckpt"), "--input", str(corrupt), "--out", str(tmp)],
-                    "--ckpt does not exist"),
+                    "the checkpoint does not exist"),
         "bench": (["bench", "--model", "vit_tiny_patch16_3d", "--batch", "0"], "--batch 0 must be at least 1"),
     }
 
