@@ -136,7 +136,8 @@ def test_predict_a_folder_of_series_gives_one_row_per_series(model: torch.nn.Mod
     assert len(good) == 3 and all(p.label in "abc" and p.windows > 1 for p in good)
     assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in good)
     bad = preds[0]  # broken/ sorts first
-    assert bad.path.endswith("x.nii.gz") and "not a NIFTI file: it is a text file" in bad.error and bad.row(["a", "b", "c"])["prob_a"] == ""
+    assert bad.path.endswith("x.nii.gz") and "not a NIFTI file: it is a text file" in bad.error
+    assert bad.row(["a", "b", "c"])["prob_a"] == ""
 
 
 def test_classifier_module_is_the_sliding_aggregate_and_trains_through_windows(model: torch.nn.Module) -> None:

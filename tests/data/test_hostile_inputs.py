@@ -42,7 +42,8 @@ def _write(path: Path, data: bytes) -> Path:
 CASES: dict[str, tuple[Callable[[Path], Path], type, str]] = {
     "huge_header": (lambda d: corpus.write_huge_header(d / "huge.nii.gz"), SampleTooLargeError,
                     r"the header declares 2048x2048x2048 = 8,589,934,592 voxels \(32.0 GiB as float32\), more "
-                    r"than max_voxels=1,073,741,824 \(.*huge.nii.gz\); crop or downsample the file, or raise max_voxels"),
+                    r"than max_voxels=1,073,741,824 \(.*huge.nii.gz\); "
+                    r"crop or downsample the file, or raise max_voxels"),
     "gzip_bomb": (lambda d: corpus.write_gzip_bomb(d / "bomb.nii.gz"), SampleTooLargeError,
                   r"the header declares 1.0 GiB of voxels in a \S+ KiB compressed file: 1,0\d\d times its "
                   r"size, more than max_compression_ratio=100 \(a decompression bomb, or near-constant data\) "
@@ -154,7 +155,8 @@ def test_refused_in_a_child_without_allocating_or_privileges(tmp_path: Path) -> 
     secret.chmod(0o000)
     code = ("import json, resource, sys\nfrom vit3d.data.io import read_volume\nout = []\n"
             "for p in sys.argv[1:]:\n"
-            "    try:\n        read_volume(p)\n    except Exception as e:\n        out.append(f'{type(e).__name__}: {e}')\n"
+            "    try:\n        read_volume(p)\n"
+            "    except Exception as e:\n        out.append(f'{type(e).__name__}: {e}')\n"
             "print(json.dumps({'errors': out, 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
     prefix = []
     if os.geteuid() == 0:
@@ -300,5 +302,6 @@ def test_inflation_is_bounded(tmp_path: Path) -> None:
     with pytest.raises(SampleError, match=r"truncated or corrupt gzip data after [\d,]+ inflated bytes"):
         inflated_size(cut, cap=2**30)
     blob = _write(tmp_path / "blob.gz", bomb.read_bytes())  # no suffix that names a format: the cap applies
-    with pytest.raises(SampleTooLargeError, match=r"the gzip data inflates to more than 512.0 MiB \(max_voxels=67,108,864 at 8 "):
+    with pytest.raises(SampleTooLargeError,
+                       match=r"the gzip data inflates to more than 512.0 MiB \(max_voxels=67,108,864 at 8 "):
         read_volume(blob, reader=VolumeReader(limits=VolumeLimits(max_voxels=2**26)))

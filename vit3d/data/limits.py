@@ -30,8 +30,8 @@ import numpy as np
 
 from .common import MissingFileError, SampleError, SampleTooLargeError
 
-__all__ = ["DEFAULT_MAX_VOXELS", "HeaderInfo", "VolumeLimits", "check_geometry", "check_header", "check_path", "describe_content",
-           "format_of", "inflated_size"]
+__all__ = ["DEFAULT_MAX_VOXELS", "HeaderInfo", "VolumeLimits", "check_geometry", "check_header", "check_path",
+           "describe_content", "format_of", "inflated_size"]
 
 # 2^30 voxels are 4 GiB as float32; preprocessing holds two to four such copies, which fits a 24 GB machine.
 DEFAULT_MAX_VOXELS = 2**30

@@ -53,8 +53,8 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: Sequence[int], old_siz
         raise ConfigError(f"cannot resample a {len(old_size)}-D grid {old_size} to a {len(new_size)}-D grid {new_size}")
     expected = num_prefix_tokens + math.prod(old_size)
     if pos_embed.ndim != 3 or pos_embed.shape[1] != expected:
-        raise ConfigError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix tokens "
-                         f"plus a {old_size} grid ({expected} tokens)")
+        raise ConfigError(f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix "
+                          f"tokens plus a {old_size} grid ({expected} tokens)")
     if new_size == old_size:
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]

@@ -44,7 +44,8 @@ def test_predict_a_folder_of_series_gives_one_row_per_series(tmp_path: Path) -> 
             for f in series.iterdir():
                 f.rename(f.with_suffix(""))
     preds = tmp_path / "preds.csv"
-    assert vit3d(["predict", "--ckpt_path", str(ckpt), "--data.predict_data", str(site), "--predictions.output", str(preds),
+    assert vit3d(["predict", "--ckpt_path", str(ckpt), "--data.predict_data", str(site),
+                  "--predictions.output", str(preds),
                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "p"),
                   "--trainer.precision", "32-true"]) == 0
     with preds.open(newline="") as f:
