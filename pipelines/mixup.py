@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from vit3d.errors import ConfigError
+
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
     """``(B,)`` int labels -> ``(B, num_classes)`` targets with ``1 - smoothing + smoothing / C`` on the true class."""
@@ -40,11 +42,11 @@ class Mixup:
                  switch_prob: float = 0.5, label_smoothing: float = 0.0,
                  cut_axes: Sequence[int] | None = None) -> None:
         if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"mixup_alpha ({mixup_alpha}) and cutmix_alpha ({cutmix_alpha}) must be >= 0")
+            raise ConfigError(f"mixup_alpha ({mixup_alpha}) and cutmix_alpha ({cutmix_alpha}) must be >= 0")
         if not 0.0 <= prob <= 1.0 or not 0.0 <= switch_prob <= 1.0:
-            raise ValueError(f"prob ({prob}) and switch_prob ({switch_prob}) must be in [0, 1]")
+            raise ConfigError(f"prob ({prob}) and switch_prob ({switch_prob}) must be in [0, 1]")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.num_classes = num_classes
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob = prob, switch_prob
@@ -67,7 +69,7 @@ class Mixup:
         axes = tuple(range(len(spatial))) if self.cut_axes is None else self.cut_axes
         bad = [a for a in axes if not 0 <= a < len(spatial)]
         if bad:
-            raise ValueError(f"cut_axes {axes} has axes {bad} outside the {len(spatial)} spatial dims of {spatial}")
+            raise ConfigError(f"cut_axes {axes} has axes {bad} outside the {len(spatial)} spatial dims of {spatial}")
         ratio = (1.0 - lam) ** (1.0 / len(axes))
         slices = []
         for axis, size in enumerate(spatial):

@@ -39,7 +39,7 @@ def _blocks(model: nn.Module) -> tuple[str, nn.Module]:
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] == "blocks" and isinstance(module, (nn.ModuleList, nn.Sequential)):
             return name, module
-    raise ValueError(f"{type(model).__name__} has no `blocks` ModuleList/Sequential; layer_decay and "
+    raise ConfigError(f"{type(model).__name__} has no `blocks` ModuleList/Sequential; layer_decay and "
                      "train_last_blocks need a model built from a stack of blocks (ViT, CCT). Unset them for this "
                      "model")
 
@@ -89,11 +89,11 @@ def param_groups(model: nn.Module, *, layer_decay: float | None = None,
         :meth:`ClassificationModule.configure_optimizers`, and ``weight_decay = 0`` where decay is off.
     """
     if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        raise ConfigError(f"layer_decay must be in (0, 1], got {layer_decay}")
     ids, depth = layer_ids(model) if (layer_decay is not None or train_last_blocks is not None) else ({}, 0)
     if train_last_blocks is not None:
         if not 0 <= train_last_blocks <= depth:
-            raise ValueError(f"train_last_blocks={train_last_blocks} but the model has {depth} blocks; "
+            raise ConfigError(f"train_last_blocks={train_last_blocks} but the model has {depth} blocks; "
                              f"choose 0..{depth}")
         for name, param in model.named_parameters():
             param.requires_grad_(ids[name] > depth - train_last_blocks)
@@ -111,7 +111,7 @@ def param_groups(model: nn.Module, *, layer_decay: float | None = None,
                 groups[key]["weight_decay"] = 0.0
         groups[key]["params"].append(param)
     if not groups:
-        raise ValueError("no trainable parameters left; raise train_last_blocks or unset it")
+        raise ConfigError("no trainable parameters left; raise train_last_blocks or unset it")
     return [groups[k] for k in sorted(groups)]
 
 
@@ -144,7 +144,7 @@ def labels_per_id(ids: list[str], labels: torch.Tensor, order: list[str]) -> tor
     seen: dict[str, int] = {}
     for i, label in zip(ids, labels.tolist(), strict=True):
         if seen.setdefault(i, label) != label:
-            raise ValueError(f"views of {i!r} carry labels {seen[i]} and {label}; every view of an id must share "
+            raise ConfigError(f"views of {i!r} carry labels {seen[i]} and {label}; every view of an id must share "
                              "its label")
     return torch.tensor([seen[i] for i in order], dtype=torch.long)
 
@@ -266,7 +266,7 @@ class ClassificationModule(pl.LightningModule):
             return None
         x, y = batch["image"], batch["label"]
         if (y < 0).any():
-            raise ValueError("training batch holds unlabelled samples (label -1); check the label column of the "
+            raise ConfigError("training batch holds unlabelled samples (label -1); check the label column of the "
                              "training split")
         if self.mixup.enabled:
             x, target = self.mixup(x, y, self._mix_generator(batch_idx))
@@ -366,7 +366,7 @@ class ClassificationModule(pl.LightningModule):
                 total = (self.trainer.max_epochs if self.lr_scheduler_interval == "epoch"
                          else self.trainer.estimated_stepping_batches)
                 if total is None or total < 1 or total == float("inf"):
-                    raise ValueError("the warm-up/cosine schedule needs a finite run: set trainer.max_epochs or "
+                    raise ConfigError("the warm-up/cosine schedule needs a finite run: set trainer.max_epochs or "
                                      "trainer.max_steps, or give lr_scheduler.init_args.total_steps")
                 scheduler.set_total_steps(int(total))
 

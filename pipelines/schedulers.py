@@ -7,6 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from vit3d.errors import ConfigError
+
 
 class WarmupCosineLR(LambdaLR):
     """Linear warm-up from ``lr / warmup_steps`` to ``lr``, then cosine decay to ``min_lr_ratio * lr``.
@@ -26,9 +28,9 @@ class WarmupCosineLR(LambdaLR):
     def __init__(self, optimizer: Optimizer, warmup_steps: int | float = 0.1, total_steps: int | None = None,
                  min_lr_ratio: float = 0.0) -> None:
         if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         self.warmup = warmup_steps
         self.total_steps = total_steps
         self.min_lr_ratio = min_lr_ratio
@@ -39,7 +41,7 @@ class WarmupCosineLR(LambdaLR):
     @staticmethod
     def _check_total(total_steps: int) -> None:
         if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}; set trainer.max_steps or max_epochs")
+            raise ConfigError(f"total_steps must be >= 1, got {total_steps}; set trainer.max_steps or max_epochs")
 
     def set_total_steps(self, total_steps: int) -> None:
         """Fix the run length once it is known (the trainer's estimate of optimiser steps)."""

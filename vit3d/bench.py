@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_choice
 
 __all__ = [
@@ -64,7 +65,7 @@ def parse_input(spec: str) -> tuple[int, tuple[int, ...]]:
     """
     parts = spec.lower().split("x")
     if not 2 <= len(parts) <= 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"input {spec!r} is not CxS[xS[xS]] with positive integers; e.g. '3x16x112x112' for an "
+        raise ConfigError(f"input {spec!r} is not CxS[xS[xS]] with positive integers; e.g. '3x16x112x112' for an "
                          "RGB clip of 16 frames of 112x112, or '1x96x96x96' for a CT volume")
     c, *spatial = (int(p) for p in parts)
     return c, tuple(spatial)
@@ -247,7 +248,7 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prec
             on the machine distort far less than wall-clock seconds.
     """
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps ({steps}) must be >= 1 and warmup ({warmup}) >= 0")
+        raise ConfigError(f"steps ({steps}) must be >= 1 and warmup ({warmup}) >= 0")
     forward = forward or (lambda m, inp: m(inp))
     opt = optimizer or make_optimizer(model.parameters())
     times = []

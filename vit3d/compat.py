@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import Attention, check_choice, record_attention
 from vit3d.layers.helpers import check_keywords
 from vit3d.models import CCT as _CCT
@@ -61,7 +62,7 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
         return value, value
     out = tuple(int(v) for v in value)
     if len(out) != 2:
-        raise ValueError(f"{name} {tuple(value)} must be an int or a (height, width) pair")
+        raise ConfigError(f"{name} {tuple(value)} must be an int or a (height, width) pair")
     return out  # type: ignore[return-value]
 
 
@@ -76,10 +77,10 @@ def _vit_geometry(image_size: int | Sequence[int], patch_size: int | Sequence[in
                   frame_patch_size: int | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(img_size, patch_size)`` for vit3d from the 2D (``patch_size``) or 3D (``frames`` ...) keywords."""
     if (patch_size is None) == (image_patch_size is None):
-        raise ValueError("give exactly one of patch_size (vit-pytorch's 2D keyword) and image_patch_size (its 3D "
+        raise ConfigError("give exactly one of patch_size (vit-pytorch's 2D keyword) and image_patch_size (its 3D "
                          f"keyword); got patch_size={patch_size}, image_patch_size={image_patch_size}")
     if (frames is None) != (frame_patch_size is None):
-        raise ValueError(f"a 3D ViT needs both frames and frame_patch_size; got frames={frames}, "
+        raise ConfigError(f"a 3D ViT needs both frames and frame_patch_size; got frames={frames}, "
                          f"frame_patch_size={frame_patch_size}")
     img = _pair(image_size, "image_size")
     patch = _pair(patch_size if patch_size is not None else image_patch_size, "patch_size")  # type: ignore[arg-type]
@@ -90,7 +91,7 @@ def _vit_geometry(image_size: int | Sequence[int], patch_size: int | Sequence[in
 
 def _check_dim_head(dim: int, heads: int, dim_head: int | None) -> None:
     if dim_head is not None and dim_head * heads != dim:
-        raise ValueError(f"dim_head={dim_head} with heads={heads} gives an attention width of {dim_head * heads}, "
+        raise ConfigError(f"dim_head={dim_head} with heads={heads} gives an attention width of {dim_head * heads}, "
                          f"but vit3d's attention is dim={dim} wide (dim_head = dim / heads = {dim / heads:g}); "
                          f"omit dim_head, or choose heads = dim / dim_head = {dim / dim_head:g}")
 
@@ -156,7 +157,7 @@ def CCT(*, img_size: int | Sequence[int] = 224, num_frames: int | None = None, e
     frame_given = (frame_kernel_size is not None or frame_padding is not None or frame_pooling_padding is not None
                    or (frame_stride, frame_pooling_kernel_size, frame_pooling_stride) != (1, 1, 1))
     if frame_given and num_frames is None:
-        raise ValueError("frame_* keywords configure a 3D CCT; pass num_frames too (vit-pytorch's default was 8)")
+        raise ConfigError("frame_* keywords configure a 3D CCT; pass num_frames too (vit-pytorch's default was 8)")
     img = _pair(img_size, "img_size")
     geometry: dict[str, Any] = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                                     pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
@@ -214,7 +215,7 @@ class Recorder(nn.Module):
     def __init__(self, model: nn.Module, device: torch.device | str | None = None) -> None:
         super().__init__()
         if not any(isinstance(m, Attention) for m in model.modules()):
-            raise ValueError(f"{type(model).__name__} has no vit3d Attention layers to record; Recorder wraps "
+            raise ConfigError(f"{type(model).__name__} has no vit3d Attention layers to record; Recorder wraps "
                              "vit3d models such as those built by vit3d.compat.ViT")
         self.model = model
         self.device = device

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice, to_ntuple
 
 __all__ = ["Aggregate", "Prediction", "SlidingWindowClassifier", "WindowLogits", "aggregate_logits", "crop_windows",
@@ -68,7 +69,7 @@ def model_input_size(model: nn.Module) -> tuple[int, ...]:
     if size is None:
         size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if size is None:
-        raise ValueError(f"{type(model).__name__} has no img_size; pass roi_size=(D, H, W) explicitly")
+        raise ConfigError(f"{type(model).__name__} has no img_size; pass roi_size=(D, H, W) explicitly")
     return tuple(int(s) for s in size)
 
 
@@ -96,10 +97,10 @@ def window_slices(image_size: Sequence[int], roi_size: Sequence[int], overlap: f
     roi = to_ntuple(roi_size, n, "roi_size")
     ov = (float(overlap),) * n if isinstance(overlap, (int, float)) else tuple(float(o) for o in overlap)
     if len(ov) != n or not all(0.0 <= o < 1.0 for o in ov):
-        raise ValueError(f"overlap {overlap} must be {n} fractions in [0, 1), e.g. 0.25")
+        raise ConfigError(f"overlap {overlap} must be {n} fractions in [0, 1), e.g. 0.25")
     small = [(i, s, r) for i, (s, r) in enumerate(zip(image_size, roi, strict=True)) if s < r]
     if small:
-        raise ValueError(f"scan size {tuple(image_size)} is smaller than the window {roi} along axes "
+        raise ConfigError(f"scan size {tuple(image_size)} is smaller than the window {roi} along axes "
                          f"{[i for i, _, _ in small]}; pad it first (sliding_window_logits does)")
     return [tuple(s) for s in dense_patch_slices(tuple(image_size), roi, _scan_interval(image_size, roi, ov))]
 
@@ -132,7 +133,7 @@ def aggregate_logits(window_logits: torch.Tensor, aggregate: Aggregate = "mean",
     """Aggregate ``(B, windows, classes)`` logits into ``(B, classes)`` and the weights used (None for max)."""
     check_choice("aggregate", aggregate, AGGREGATES)
     if window_logits.ndim != 3:
-        raise ValueError(f"window logits of shape {tuple(window_logits.shape)} are not (B, windows, classes)")
+        raise ConfigError(f"window logits of shape {tuple(window_logits.shape)} are not (B, windows, classes)")
     z = window_logits.float()
     if aggregate == "max":
         return z.amax(dim=1), None
@@ -140,7 +141,7 @@ def aggregate_logits(window_logits: torch.Tensor, aggregate: Aggregate = "mean",
         weights = torch.full(z.shape[:2], 1.0 / z.shape[1], dtype=z.dtype, device=z.device)
     else:
         if not temperature > 0:
-            raise ValueError(f"temperature {temperature} must be > 0")
+            raise ConfigError(f"temperature {temperature} must be > 0")
         weights = (z.amax(dim=2) / temperature).softmax(dim=1)
     return torch.einsum("bw,bwk->bk", weights, z), weights
 
@@ -177,10 +178,10 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, roi_size: int |
 def _sliding(model: nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: float | Sequence[float],
              aggregate: Aggregate, batch_size: int, pad_value: float, temperature: float) -> WindowLogits:
     if x.ndim - 2 != len(roi):
-        raise ValueError(f"image of shape {tuple(x.shape)} is not (B, C, *spatial) with {len(roi)} spatial dims "
+        raise ConfigError(f"image of shape {tuple(x.shape)} is not (B, C, *spatial) with {len(roi)} spatial dims "
                          f"for windows of {tuple(roi)}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
     x, pad = pad_to_window(x.float(), roi, pad_value)
     windows = window_slices(x.shape[2:], roi, overlap)
@@ -285,7 +286,7 @@ def predict_inputs(model: nn.Module, inputs: Sequence[str | os.PathLike], prepro
                                     batch_size=batch_size)
         probs = res.logits.softmax(-1)[0]
         if probs.numel() != len(classes):
-            raise ValueError(f"the model gives {probs.numel()} logits but {len(classes)} classes were named")
+            raise ConfigError(f"the model gives {probs.numel()} logits but {len(classes)} classes were named")
         top = int(probs.argmax())
         out.append(Prediction(str(path), label=str(classes[top]),
                               probabilities=dict(zip(map(str, classes), probs.tolist(), strict=True)),

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from vit3d.errors import InputError, MissingInputError, ResourceLimitError, UserError
+from vit3d.errors import ConfigError, InputError, MissingInputError, ResourceLimitError, UserError
 
 __all__ = [
     "BadRow", "FailedSample", "MissingFileError", "SampleError", "SampleTooLargeError", "ValidationReport",
@@ -280,7 +280,7 @@ def infer_classes(rows: Sequence[Mapping[str, Any]], label_key: str,
     if classes is not None:
         out = [str(c) for c in classes]
         if len(set(out)) != len(out):
-            raise ValueError(f"classes {out} has duplicates; list each class once")
+            raise ConfigError(f"classes {out} has duplicates; list each class once")
         return out
     train = [r for r in rows if r.get("split") == "train"]
     labels = {str(r[label_key]) for r in (train or rows) if not _is_empty(r.get(label_key))}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vit3d.errors import InputError, MissingInputError
+from vit3d.errors import ConfigError, InputError, MissingInputError
 
 __all__ = ["VIDEO_SUFFIXES", "VOLUME_SUFFIXES", "IgnoredFile", "Inputs", "discover_inputs", "is_dicom_file"]
 
@@ -172,7 +172,7 @@ def discover_inputs(path: str | os.PathLike | Sequence[str | os.PathLike], kind:
         InputError: nothing usable was found (the message lists what was there instead).
     """
     if kind not in ("volume", "clip"):
-        raise ValueError(f"kind={kind!r} is not 'volume' or 'clip'")
+        raise ConfigError(f"kind={kind!r} is not 'volume' or 'clip'")
     items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not items:
         raise InputError("no inputs given", fix="pass a file, a folder, a glob pattern or a CSV")

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from vit3d.errors import ConfigError
+
 from .common import SampleError, SampleTooLargeError
 from .dicom import scan_series
 from .limits import VolumeLimits, check_geometry, check_header, check_path
@@ -61,7 +63,7 @@ def _simpleitk_reader_class() -> type:
                     series = sitk.ImageSeriesReader()
                     files = series.GetGDCMSeriesFileNames(name)
                     if not files:
-                        raise ValueError(f"no DICOM series found in folder {name}")
+                        raise ConfigError(f"no DICOM series found in folder {name}")
                     series.SetFileNames(files)
                     images.append(series.Execute())
                 else:
@@ -73,7 +75,7 @@ def _simpleitk_reader_class() -> type:
 
             if isinstance(img, (list, tuple)):
                 if len(img) != 1:
-                    raise ValueError("SimpleITKReader reads one image per row")
+                    raise ConfigError("SimpleITKReader reads one image per row")
                 img = img[0]
             ndim, comps = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
             arr = sitk.GetArrayFromImage(img)  # (z, y, x[, c])

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vit3d.errors import ConfigError
+
 from .common import MissingFileError, SampleError, SampleTooLargeError
 
 __all__ = ["DEFAULT_MAX_VOXELS", "HeaderInfo", "VolumeLimits", "check_geometry", "check_header", "check_path",
@@ -58,11 +60,11 @@ class VolumeLimits:
 
     def __post_init__(self) -> None:
         if self.max_voxels < 1 or self.max_compression_ratio <= 1:
-            raise ValueError(f"max_voxels={self.max_voxels} must be >= 1 and max_compression_ratio="
+            raise ConfigError(f"max_voxels={self.max_voxels} must be >= 1 and max_compression_ratio="
                              f"{self.max_compression_ratio} > 1")
         low, high = self.spacing_range
         if not 0 < low < high:
-            raise ValueError(f"spacing_range {self.spacing_range} must be (low, high) in mm with 0 < low < high")
+            raise ConfigError(f"spacing_range {self.spacing_range} must be (low, high) in mm with 0 < low < high")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import to_ntuple
 
 __all__ = ["CLIP_CLASSES", "VOLUME_CLASSES", "make_clip_dataset", "make_volume_dataset", "write_mp4"]
@@ -64,7 +65,7 @@ def _stratified_splits(labels: Sequence[int], val_fraction: float, test_fraction
                        rng: np.random.Generator) -> list[str]:
     """Split names per sample, stratified by label, with at least one val sample per class when asked."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+        raise ConfigError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
                          "and sum to less than 1")
     labels = np.asarray(labels)
     splits = np.array(["train"] * len(labels), dtype=object)
@@ -121,7 +122,7 @@ def _lesion_params_64(shape: str, rng: np.random.Generator) -> tuple[tuple[float
     if shape == "cube":
         half = rng.uniform(6.0, 8.5)
         return (half,), half * math.sqrt(3.0)
-    raise ValueError(f"unknown lesion shape {shape!r}; choose from {VOLUME_CLASSES}")
+    raise ConfigError(f"unknown lesion shape {shape!r}; choose from {VOLUME_CLASSES}")
 
 
 def _lesion_sdf(shape: str, p: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
@@ -227,12 +228,12 @@ def make_volume_dataset(root: str | Path, *, num_samples: int = 120, shape: Sequ
     shape = to_ntuple(shape, 3, "shape")
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing {spacing} must be three positive sizes in mm (D, H, W)")
+        raise ConfigError(f"spacing {spacing} must be three positive sizes in mm (D, H, W)")
     if not 2 <= num_classes <= len(VOLUME_CLASSES):
-        raise ValueError(f"num_classes={num_classes} must be between 2 and {len(VOLUME_CLASSES)} "
+        raise ConfigError(f"num_classes={num_classes} must be between 2 and {len(VOLUME_CLASSES)} "
                          f"(shapes {VOLUME_CLASSES})")
     if num_samples < num_classes:
-        raise ValueError(f"num_samples={num_samples} must be at least num_classes={num_classes}")
+        raise ConfigError(f"num_samples={num_samples} must be at least num_classes={num_classes}")
     root = Path(root)
     columns = ["image", "label", "split", "mask"]
     params = dict(kind="volumes", version=_FORMAT_VERSION, num_samples=num_samples, shape=list(shape),
@@ -275,7 +276,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, *, crf: int 
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+        raise ConfigError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
     path = Path(path)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
@@ -342,14 +343,14 @@ def make_clip_dataset(root: str | Path, *, num_samples: int = 80, frames: int = 
     """
     size = to_ntuple(size, 2, "size")
     if size[0] % 2 or size[1] % 2:
-        raise ValueError(f"size {size} must be even along both axes for yuv420p H.264; e.g. "
+        raise ConfigError(f"size {size} must be even along both axes for yuv420p H.264; e.g. "
                          f"{(size[0] + size[0] % 2, size[1] + size[1] % 2)}")
     if not 2 <= num_classes <= len(CLIP_CLASSES):
-        raise ValueError(f"num_classes={num_classes} must be between 2 and {len(CLIP_CLASSES)} "
+        raise ConfigError(f"num_classes={num_classes} must be between 2 and {len(CLIP_CLASSES)} "
                          f"(directions {CLIP_CLASSES})")
     video_frames = int(video_frames or 2 * frames)
     if video_frames < 1:
-        raise ValueError(f"video_frames={video_frames} must be positive")
+        raise ConfigError(f"video_frames={video_frames} must be positive")
     root = Path(root)
     columns = ["path", "label", "split"]
     params = dict(kind="clips", version=_FORMAT_VERSION, num_samples=num_samples, frames=frames, size=list(size),

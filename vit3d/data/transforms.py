@@ -39,6 +39,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_choice
 
 from .io import read_volume
@@ -104,19 +105,19 @@ class Augmentation:
     def __post_init__(self) -> None:
         bad = [a for a in self.flip if a not in _AXIS_OF]
         if bad:
-            raise ValueError(f"flip axes {bad} are not anatomical axes; choose from 'lr', 'ap', 'si'")
+            raise ConfigError(f"flip axes {bad} are not anatomical axes; choose from 'lr', 'ap', 'si'")
         for name in ("flip_prob", "affine_prob", "noise_prob", "intensity_prob", "gamma_prob", "bias_field_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value} is not a probability in [0, 1]")
+                raise ConfigError(f"{name}={value} is not a probability in [0, 1]")
         for name in ("rotate_degrees", "scale", "translate", "noise_std", "intensity_scale", "intensity_shift",
                      "bias_field"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (it is a +- range)")
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 (it is a +- range)")
         if self.scale >= 1:
-            raise ValueError(f"scale={self.scale} must be < 1 (a zoom of 1 +- scale)")
+            raise ConfigError(f"scale={self.scale} must be < 1 (a zoom of 1 +- scale)")
         if not 0 < self.gamma[0] <= self.gamma[1]:
-            raise ValueError(f"gamma={tuple(self.gamma)} must be (low, high) with 0 < low <= high")
+            raise ConfigError(f"gamma={tuple(self.gamma)} must be (low, high) with 0 < low <= high")
 
     @classmethod
     def for_preset(cls, preset: Preset | None) -> Augmentation:
@@ -253,7 +254,7 @@ def _classes() -> dict[str, type]:
             if len(keys) > 1:
                 shapes = {tuple(d[k].shape[1:]) for k in keys}
                 if len(shapes) > 1:
-                    raise ValueError(f"image keys {keys} have different shapes {sorted(shapes)} after "
+                    raise ConfigError(f"image keys {keys} have different shapes {sorted(shapes)} after "
                                      "preprocessing; give img_size= so that they are cropped/padded alike")
                 stacked = torch.cat([torch.as_tensor(d[k]) for k in keys], dim=0)
                 if isinstance(first, MetaTensor):
@@ -357,7 +358,7 @@ def as_augmentation(value: Augmentation | Mapping[str, Any] | None) -> Augmentat
     if value is None or isinstance(value, Augmentation):
         return value
     if not isinstance(value, Mapping):
-        raise ValueError(f"augmentation={value!r} must be an Augmentation or a mapping of its fields")
+        raise ConfigError(f"augmentation={value!r} must be an Augmentation or a mapping of its fields")
     fields = tuple(Augmentation.__dataclass_fields__)
     for key in value:
         check_choice("augmentation key", key, fields)
@@ -368,9 +369,9 @@ def check_fov_options(fov: str, augmentation: Augmentation | None, max_dropped_f
     """Validate the field-of-view and augmentation options of a preset (raises ``ValueError`` with the fix)."""
     check_choice("fov", fov, FOVS)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
-        raise ValueError(f"augmentation={augmentation!r} must be a vit3d.data.transforms.Augmentation")
+        raise ConfigError(f"augmentation={augmentation!r} must be a vit3d.data.transforms.Augmentation")
     if max_dropped_foreground is not None and not 0.0 <= max_dropped_foreground <= 1.0:
-        raise ValueError(f"max_dropped_foreground={max_dropped_foreground} must be a share in [0, 1] (or None)")
+        raise ConfigError(f"max_dropped_foreground={max_dropped_foreground} must be a share in [0, 1] (or None)")
 
 
 _FG = "__foreground__"

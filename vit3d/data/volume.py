@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vit3d.errors import InputError
+from vit3d.errors import ConfigError, InputError
 from vit3d.layers.helpers import check_choice, to_ntuple
 
 from .common import SampleError, find_input_error
@@ -209,20 +209,20 @@ class VolumeDataset(TableDataset):
         check_choice("on_2d", on_2d, ("error", "slice"))
         check_choice("on_4d", on_4d, ("error", "first", "mean"))
         if transform is not None and not callable(transform):
-            raise ValueError(f"transform={transform!r} must be callable (a MONAI/TorchIO transform or a function)")
+            raise ConfigError(f"transform={transform!r} must be callable (a MONAI/TorchIO transform or a function)")
         self.image_keys = (image_keys,) if isinstance(image_keys, str) else tuple(image_keys)
         if not self.image_keys:
-            raise ValueError("image_keys is empty; name at least one image column, e.g. ('image',)")
+            raise ConfigError("image_keys is empty; name at least one image column, e.g. ('image',)")
         self.label_key, self.mask_key = label_key, mask_key
         self._img_size = None if img_size is None else to_ntuple(img_size, 3, "img_size")
         if spacing is not None:
             spacing = (float(spacing),) * 3 if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
             if len(spacing) != 3 or min(spacing) <= 0:
-                raise ValueError(f"spacing {spacing} must be three positive voxel sizes in mm, (D, H, W)")
+                raise ConfigError(f"spacing {spacing} must be three positive voxel sizes in mm, (D, H, W)")
         if len(window) != 2 or not window[0] < window[1]:
-            raise ValueError(f"window {window} must be (low, high) in Hounsfield units with low < high")
+            raise ConfigError(f"window {window} must be (low, high) in Hounsfield units with low < high")
         if normalize is not None and (len(normalize) != 2 or not float(normalize[1]) > 0):
-            raise ValueError(f"normalize {tuple(normalize)} must be (mean, std) with std > 0, e.g. (0.5, 0.5)")
+            raise ConfigError(f"normalize {tuple(normalize)} must be (mean, std) with std > 0, e.g. (0.5, 0.5)")
         self.normalize = None if normalize is None else (float(normalize[0]), float(normalize[1]))
         self.spacing, self.window = spacing, (float(window[0]), float(window[1]))
         self.preset, self.backend, self.train, self.cache = preset, backend, train, cache
@@ -353,7 +353,7 @@ class VolumeDataset(TableDataset):
         if image.dtype != torch.float32:
             image = image.float()
         if image.ndim != 4:
-            raise ValueError(f"the transform returned an image of shape {tuple(image.shape)} for {ident}; "
+            raise ConfigError(f"the transform returned an image of shape {tuple(image.shape)} for {ident}; "
                              "expected (C, D, H, W)")
         if self.normalize is not None:
             image = (image - self.normalize[0]) / self.normalize[1]
@@ -414,7 +414,7 @@ class VolumeDataset(TableDataset):
         row = dict(path) if isinstance(path, Mapping) else {self.image_keys[0]: str(path)}
         missing = [k for k in self.image_keys if k not in row]
         if missing:
-            raise ValueError(f"load_one needs a path for every image key {self.image_keys}; missing {missing}")
+            raise ConfigError(f"load_one needs a path for every image key {self.image_keys}; missing {missing}")
         row = {k: str(Path(v).expanduser().absolute()) for k, v in row.items()}
         out = self._prepare_row(row)
         sample = self._to_sample(out, row[self.image_keys[0]])
@@ -435,15 +435,15 @@ class VolumeDataset(TableDataset):
         from monai.data import MetaTensor
 
         if self.backend != "monai":
-            raise ValueError("invert() needs backend='monai' (TorchIO transforms keep no MetaTensor history)")
+            raise ConfigError("invert() needs backend='monai' (TorchIO transforms keep no MetaTensor history)")
         image = sample["image"]
         if not isinstance(image, MetaTensor):
-            raise ValueError("sample['image'] carries no transform history; get the sample from load_one()")
+            raise ConfigError("sample['image'] carries no transform history; get the sample from load_one()")
         arr = torch.as_tensor(array, dtype=torch.float32)
         if arr.ndim == 3:
             arr = arr[None]
         if tuple(arr.shape[1:]) != tuple(image.shape[1:]):
-            raise ValueError(f"array of spatial shape {tuple(arr.shape[1:])} does not match the sample's "
+            raise ConfigError(f"array of spatial shape {tuple(arr.shape[1:])} does not match the sample's "
                              f"{tuple(image.shape[1:])}; upsample it to the model's img_size first")
         prepare, _ = self.stages
         keys = list(self.image_keys) + ([self.mask_key] if self.mask_key else [])

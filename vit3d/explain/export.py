@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice
 
 __all__ = ["invert_with_transform", "normalize_map", "overlay_rgb", "resample_to_reference", "save_clip_overlay",
@@ -48,7 +49,7 @@ def normalize_map(amap: ArrayLike, mode: Literal["minmax", "max"] = "minmax") ->
     lo, hi = float(a.min()), float(a.max())
     if mode == "max":
         if lo < 0:
-            raise ValueError(f"mode='max' needs a non-negative map, its minimum is {lo}; use mode='minmax'")
+            raise ConfigError(f"mode='max' needs a non-negative map, its minimum is {lo}; use mode='minmax'")
         return np.zeros_like(a) if hi <= 0 else a / hi
     return np.zeros_like(a) if hi - lo <= 0 else (a - lo) / (hi - lo)
 
@@ -60,7 +61,7 @@ def _display_map(amap: ArrayLike, floor: float) -> np.ndarray:
     whole body; stretching above a quantile shows where the map rises above its typical level.
     """
     if not 0.0 <= floor < 1.0:
-        raise ValueError(f"floor={floor} must be a quantile in [0, 1)")
+        raise ConfigError(f"floor={floor} must be a quantile in [0, 1)")
     a = normalize_map(amap)
     q = float(np.quantile(a, floor)) if floor > 0 else 0.0
     return np.clip((a - q) / max(1.0 - q, 1e-12), 0.0, 1.0).astype(np.float32)
@@ -78,7 +79,7 @@ def _heat_rgba(a: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
 def _affine(a: ArrayLike, name: str) -> np.ndarray:
     out = np.asarray(_np(a), dtype=np.float64)
     if out.shape != (4, 4):
-        raise ValueError(f"{name} must be a 4x4 affine (voxel -> world), got shape {out.shape}")
+        raise ConfigError(f"{name} must be a 4x4 affine (voxel -> world), got shape {out.shape}")
     return out
 
 
@@ -100,7 +101,7 @@ def resample_to_reference(amap: ArrayLike, model_affine: ArrayLike, reference_af
     check_choice("interpolation", interpolation, ("linear", "nearest"))
     src = torch.as_tensor(_np(amap))
     if src.ndim != 3 or len(reference_shape) != 3:
-        raise ValueError(f"resample_to_reference works on 3D maps and grids, got map {tuple(src.shape)} and "
+        raise ConfigError(f"resample_to_reference works on 3D maps and grids, got map {tuple(src.shape)} and "
                          f"reference shape {tuple(reference_shape)}")
     to_model = np.linalg.inv(_affine(model_affine, "model_affine")) @ _affine(reference_affine, "reference_affine")
     to_model_t = torch.as_tensor(to_model, dtype=torch.float64)
@@ -139,11 +140,11 @@ def invert_with_transform(amap: ArrayLike, image: Any, transform: Any, *, key: s
     from monai.data import MetaTensor
 
     if not isinstance(image, MetaTensor) or not image.applied_operations:
-        raise ValueError("invert_with_transform needs the preprocessed MetaTensor with its applied_operations "
+        raise ConfigError("invert_with_transform needs the preprocessed MetaTensor with its applied_operations "
                          "(keep MONAI's track_meta on); use resample_to_reference with the affines otherwise")
     src = torch.as_tensor(_np(amap))
     if tuple(src.shape) != tuple(image.shape[1:]):
-        raise ValueError(f"map shape {tuple(src.shape)} differs from the image's spatial shape {tuple(image.shape[1:])}")
+        raise ConfigError(f"map shape {tuple(src.shape)} differs from the image's spatial shape {tuple(image.shape[1:])}")
     meta = {k: v for k, v in image.meta.items() if k != "affine"}
     mt = MetaTensor(src[None], affine=image.affine.clone(), meta=meta,
                     applied_operations=[dict(op) for op in image.applied_operations])
@@ -165,14 +166,14 @@ def save_nifti(amap: ArrayLike, path: str | Path, affine: ArrayLike, *, referenc
 
     arr = _np(amap).astype(np.float32)
     if arr.ndim != 3:
-        raise ValueError(f"save_nifti writes 3D maps, got shape {arr.shape}")
+        raise ConfigError(f"save_nifti writes 3D maps, got shape {arr.shape}")
     aff = _affine(affine, "affine")
     img = nib.Nifti1Image(arr, aff)
     scode, qcode = 1, 1
     if reference is not None:
         ref = nib.load(str(reference))
         if (tuple(ref.shape[:3]) + (1,) * (3 - len(ref.shape)))[:3] != arr.shape:  # a 2D file is one slice
-            raise ValueError(f"map shape {arr.shape} differs from the reference {reference} shape {ref.shape[:3]}; "
+            raise ConfigError(f"map shape {arr.shape} differs from the reference {reference} shape {ref.shape[:3]}; "
                              "resample the map onto the reference grid first (resample_to_reference)")
         scode = int(ref.header["sform_code"]) or 1
         qcode = int(ref.header["qform_code"]) or 1
@@ -207,10 +208,10 @@ def overlay_rgb(frames: ArrayLike, amap: ArrayLike, *, cmap: str = "jet", alpha:
     if f.ndim == 3:
         f = np.repeat(f[..., None], 3, axis=-1)
     if f.ndim != 4 or f.shape[-1] != 3:
-        raise ValueError(f"frames of shape {_np(frames).shape} are not (T, H, W), (T, H, W, 3) or (C, T, H, W)")
+        raise ConfigError(f"frames of shape {_np(frames).shape} are not (T, H, W), (T, H, W, 3) or (C, T, H, W)")
     a = _display_map(amap, floor)
     if a.shape != f.shape[:3]:
-        raise ValueError(f"map shape {a.shape} differs from the frames' (T, H, W) {f.shape[:3]}")
+        raise ConfigError(f"map shape {a.shape} differs from the frames' (T, H, W) {f.shape[:3]}")
     f = f / 255.0 if f.max() > 1.5 and f.min() >= 0 else _display(f)
     rgba = _heat_rgba(a, cmap, alpha)
     w = rgba[..., 3:]
@@ -224,12 +225,12 @@ def frame_durations(frame_times: Sequence[float] | None, n: int, fps: float) -> 
     sampled backwards or with repeats) fall back to ``1 / fps``.
     """
     if not fps > 0:
-        raise ValueError(f"fps={fps} must be > 0")
+        raise ConfigError(f"fps={fps} must be > 0")
     if frame_times is None or n < 2:
         return [1.0 / fps] * n
     t = np.asarray(frame_times, dtype=np.float64)
     if t.shape != (n,):
-        raise ValueError(f"{t.size} frame times for {n} frames")
+        raise ConfigError(f"{t.size} frame times for {n} frames")
     gaps = np.diff(t)
     if not (gaps > 0).all():
         return [1.0 / fps] * n

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice, record_attention
 
 from .rollout import HeadFusion, attention_rollout, fuse_heads, read_tokens
@@ -106,7 +107,7 @@ def token_grid(model: nn.Module, spatial: Sequence[int]) -> tuple[int, ...]:
         return tuple(embed.grid_for(spatial))
     if callable(getattr(model, "grid_for", None)):
         return tuple(model.grid_for(spatial))
-    raise ValueError(f"{type(model).__name__} exposes neither patch_embed.grid_for(spatial) nor grid_for(spatial); "
+    raise ConfigError(f"{type(model).__name__} exposes neither patch_embed.grid_for(spatial) nor grid_for(spatial); "
                      "cannot place its tokens on the input grid")
 
 
@@ -120,7 +121,7 @@ def upsample_map(tokens: torch.Tensor, size: Sequence[int], interpolation: Liter
     check_choice("interpolation", interpolation, ("linear", "nearest"))
     size = tuple(int(s) for s in size)
     if tokens.ndim - 1 != len(size):
-        raise ValueError(f"map of shape {tuple(tokens.shape)} has {tokens.ndim - 1} spatial dims but size {size} "
+        raise ConfigError(f"map of shape {tuple(tokens.shape)} has {tokens.ndim - 1} spatial dims but size {size} "
                          f"has {len(size)}")
     if interpolation == "nearest":
         return F.interpolate(tokens[:, None].float(), size=size, mode="nearest")[:, 0]
@@ -160,7 +161,7 @@ def explain(model: nn.Module, x: torch.Tensor, *, method: Method = "rollout", he
         read_from = str(pool)
     if method == "pool":
         if weights is None:
-            raise ValueError(f"method='pool' needs a sequence-pooling model (a {POOL_WEIGHTS_METHOD}(x) method); "
+            raise ConfigError(f"method='pool' needs a sequence-pooling model (a {POOL_WEIGHTS_METHOD}(x) method); "
                              f"{type(model).__name__} has none, use method='rollout' or 'last'")
         relevance = weights
     else:
@@ -168,7 +169,7 @@ def explain(model: nn.Module, x: torch.Tensor, *, method: Method = "rollout", he
                   else fuse_heads(capture.attentions[-1].float(), head_fusion))
         n_patches = matrix.shape[-1] - prefix
         if n_patches != _n(grid):
-            raise ValueError(f"{n_patches} patch tokens do not fill the token grid {grid}; explain needs every patch "
+            raise ConfigError(f"{n_patches} patch tokens do not fill the token grid {grid}; explain needs every patch "
                              "token (patch dropping is a training-time option and is off in eval mode)")
         relevance = read_tokens(matrix, prefix, pool=pool)
     tokens = relevance.reshape(x.shape[0], *grid)

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice
 
 from .export import ArrayLike, _display, _display_map, _heat_rgba, _np
@@ -227,11 +228,11 @@ def _montage(volume: ArrayLike, amap: ArrayLike, affine: ArrayLike | None, view:
         vol = vol.mean(0)  # other channel counts: their mean in grey
     spatial = vol.shape[:3]
     if len(spatial) != 3 or a.shape != spatial:
-        raise ValueError(f"volume {tuple(_np(volume).shape)} and map {a.shape} must share one 3D grid (same shape)")
+        raise ConfigError(f"volume {tuple(_np(volume).shape)} and map {a.shape} must share one 3D grid (same shape)")
     if m is not None and m.shape != spatial:
-        raise ValueError(f"mask shape {m.shape} differs from the volume's {spatial}")
+        raise ConfigError(f"mask shape {m.shape} differs from the volume's {spatial}")
     if frame_times is not None and len(frame_times) != spatial[0]:
-        raise ValueError(f"{len(frame_times)} frame times for {spatial[0]} frames")
+        raise ConfigError(f"{len(frame_times)} frame times for {spatial[0]} frames")
     shown = _display(vol) if not rgb else np.clip((vol - np.percentile(vol, 1)) /
                                                   max(np.percentile(vol, 99) - np.percentile(vol, 1), 1e-6), 0, 1)
 
@@ -247,7 +248,7 @@ def _montage(volume: ArrayLike, amap: ArrayLike, affine: ArrayLike | None, view:
 
     aff = np.asarray(_np(affine), dtype=np.float64)
     if aff.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4 (voxel -> world), got shape {aff.shape}")
+        raise ConfigError(f"affine must be 4x4 (voxel -> world), got shape {aff.shape}")
     (shown, a, m), zooms, ras_affine = _to_ras([shown, a, m], aff)
     axis, rows, cols_ax, letters = _VIEWS[view]
     peak = int(np.unravel_index(int(a.argmax()), a.shape)[axis])

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -25,7 +26,7 @@ __all__ = ["attention_rollout", "fuse_heads", "read_tokens"]
 
 def _check_attn(attn: torch.Tensor, index: int) -> None:
     if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
-        raise ValueError(f"attention {index} has shape {tuple(attn.shape)}; expected (B, heads, N, N) "
+        raise ConfigError(f"attention {index} has shape {tuple(attn.shape)}; expected (B, heads, N, N) "
                          "probabilities as recorded by vit3d.layers.record_attention")
 
 
@@ -56,13 +57,13 @@ def attention_rollout(attentions: Sequence[torch.Tensor], *, head_fusion: HeadFu
         each input token contributes to output token ``i``.
     """
     if len(attentions) == 0:
-        raise ValueError("attention_rollout needs at least one layer's attention; record a forward pass first")
+        raise ConfigError("attention_rollout needs at least one layer's attention; record a forward pass first")
     shape = attentions[0].shape
     rollout: torch.Tensor | None = None
     for i, attn in enumerate(attentions):
         _check_attn(attn, i)
         if attn.shape[0] != shape[0] or attn.shape[-1] != shape[-1]:
-            raise ValueError(f"attention {i} has shape {tuple(attn.shape)} but attention 0 has {tuple(shape)}; "
+            raise ConfigError(f"attention {i} has shape {tuple(attn.shape)} but attention 0 has {tuple(shape)}; "
                              "record one forward pass at a time (clear the list between passes)")
         a = fuse_heads(attn.float(), head_fusion)
         if residual:
@@ -88,18 +89,18 @@ def read_tokens(matrix: torch.Tensor, num_prefix_tokens: int, *, pool: Literal["
         ``(B, N - num_prefix_tokens)`` non-negative relevance per patch token, in the model's token order.
     """
     if matrix.ndim != 3 or matrix.shape[-1] != matrix.shape[-2]:
-        raise ValueError(f"expected a (B, N, N) matrix, got {tuple(matrix.shape)}")
+        raise ConfigError(f"expected a (B, N, N) matrix, got {tuple(matrix.shape)}")
     p = num_prefix_tokens
     if isinstance(pool, torch.Tensor):
         n = matrix.shape[-1] - p
         if pool.shape != (matrix.shape[0], n):
-            raise ValueError(f"pooling weights of shape {tuple(pool.shape)} do not match {matrix.shape[0]} samples "
+            raise ConfigError(f"pooling weights of shape {tuple(pool.shape)} do not match {matrix.shape[0]} samples "
                              f"of {n} patch tokens")
         return torch.einsum("bi,bij->bj", pool.to(matrix.dtype), matrix[:, p:, p:])
     check_choice("pool", pool, ("token", "avg"))
     if pool == "token":
         if p == 0:
-            raise ValueError("pool='token' needs a class token (num_prefix_tokens >= 1); use pool='avg' for models "
+            raise ConfigError("pool='token' needs a class token (num_prefix_tokens >= 1); use pool='avg' for models "
                              "without one")
         return matrix[:, 0, p:]
     return matrix[:, p:, p:].mean(dim=1)

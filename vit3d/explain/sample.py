@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vit3d.errors import InputError, MissingInputError
+from vit3d.errors import ConfigError, InputError, MissingInputError
 from vit3d.layers import check_choice
 
 from .export import normalize_map, resample_to_reference, save_clip_overlay, save_nifti
@@ -166,7 +166,7 @@ def explain_sample(model: nn.Module, image: torch.Tensor, *, kind: Literal["volu
     if x.ndim == spatial_dims + 2:  # several views (multi-clip testing): explain the first
         x = x[0]
     if x.ndim != spatial_dims + 1:
-        raise ValueError(f"preprocessed sample of shape {tuple(image.shape)} is not (C, *spatial) for a "
+        raise ConfigError(f"preprocessed sample of shape {tuple(image.shape)} is not (C, *spatial) for a "
                          f"{spatial_dims}-D model")
     device = next(model.parameters()).device
     from vit3d.inference import model_input_size

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.inference import (
     AGGREGATES,
     Aggregate,
@@ -60,7 +61,7 @@ def explain_sliding(model: nn.Module, x: torch.Tensor, roi_size: int | Sequence[
     x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
     roi = model_input_size(model) if roi_size is None else to_ntuple(roi_size, x.ndim - 2, "roi_size")
     if x.ndim - 2 != len(roi):
-        raise ValueError(f"input of shape {tuple(x.shape)} is not (B, C, *spatial) for windows of {roi}")
+        raise ConfigError(f"input of shape {tuple(x.shape)} is not (B, C, *spatial) for windows of {roi}")
     device = next(model.parameters()).device
     padded, pad = pad_to_window(x.float(), roi, pad_value)
     windows = window_slices(padded.shape[2:], roi, overlap)

@@ -459,7 +459,7 @@ def average_views(logits: torch.Tensor, ids: Sequence[str]) -> tuple[list[str], 
     Softmax probabilities are averaged, as in the multi-view testing of SlowFast / X3D.
     """
     if len(ids) != logits.shape[0]:
-        raise ValueError(f"{len(ids)} ids for {logits.shape[0]} rows of logits")
+        raise ConfigError(f"{len(ids)} ids for {logits.shape[0]} rows of logits")
     order: dict[str, int] = {}
     for i in ids:
         order.setdefault(i, len(order))

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_choice
 
 from ..common import SampleError
@@ -82,7 +83,7 @@ class VideoDecoder(abc.ABC):
     def _check(meta: VideoMeta, indices: Sequence[int]) -> list[int]:
         idx = [int(i) for i in indices]
         if not idx:
-            raise ValueError("no frame indices")
+            raise ConfigError("no frame indices")
         bad = [i for i in idx if not 0 <= i < meta.num_frames]
         if bad:
             raise IndexError(f"frame indices {bad[:5]} are outside the {meta.num_frames} decodable frames of "

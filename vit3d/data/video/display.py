@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from vit3d.errors import ConfigError
+
 __all__ = ["clip_to_rgb", "frame_durations_ms", "save_frame_montage", "save_timed_gif", "title_fonts"]
 
 
@@ -25,7 +27,7 @@ def clip_to_rgb(image: Any, mean: Sequence[float], std: Sequence[float]) -> np.n
     """A model input ``(3, T, H, W)`` (normalised with ``mean`` / ``std``) as ``(T, H, W, 3)`` uint8 colour frames."""
     x = np.asarray(image.detach().cpu().float() if hasattr(image, "detach") else image, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] != 3:
-        raise ValueError(f"clip of shape {x.shape} is not (3, T, H, W)")
+        raise ConfigError(f"clip of shape {x.shape} is not (3, T, H, W)")
     x = x * np.asarray(std, np.float32).reshape(3, 1, 1, 1) + np.asarray(mean, np.float32).reshape(3, 1, 1, 1)
     return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 3, 0)
 
@@ -95,7 +97,7 @@ def save_frame_montage(frames: np.ndarray, path: str | Path, *, times: Sequence[
 
     f = np.asarray(frames)
     if f.ndim != 4 or f.shape[-1] != 3:
-        raise ValueError(f"frames of shape {f.shape} are not (T, H, W, 3) colour")
+        raise ConfigError(f"frames of shape {f.shape} are not (T, H, W, 3) colour")
     n = f.shape[0]
     idx = sorted(set(np.linspace(0, n - 1, min(num_frames, n)).round().astype(int).tolist()))
     if highlight is not None and highlight not in idx:

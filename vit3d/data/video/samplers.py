@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_choice
 
 __all__ = ["ClipSampler", "ClipStart", "MultiClipSampler", "RandomClipSampler", "UniformClipSampler", "get_sampler",
@@ -70,7 +71,7 @@ class MultiClipSampler(ClipSampler):
 
     def __init__(self, num_clips: int = 3) -> None:
         if num_clips < 1:
-            raise ValueError(f"num_clips={num_clips} must be at least 1")
+            raise ConfigError(f"num_clips={num_clips} must be at least 1")
         self.num_clips = num_clips
 
     def __call__(self, lo: float, hi: float, span: float, rng: np.random.Generator | None = None, *,
