@@ -9,8 +9,7 @@ One job per module, as in pytorchvideo:
 - :mod:`.transforms`: spatial functions on ``(T, C, H, W)`` tensors;
 - :mod:`.layouts`: the video extension table and dataset folder layouts (split folders, class folders with a
   seeded validation split, UCF101 / HMDB51 split files);
-- :mod:`.dataset`: :class:`VideoClipDataset` and multi-view averaging;
-- :mod:`.display`: colour frames, frame times and file-name-safe titles for explanations of clips.
+- :mod:`.dataset`: :class:`VideoClipDataset` and multi-view averaging.
 
 decord, PyAV and torchcodec are imported where they are used.
 """
