@@ -25,6 +25,7 @@ from torchmetrics.functional.classification import (
 
 from vit3d.data import average_views
 from vit3d.errors import ConfigError
+from vit3d.layers.helpers import check_choice
 
 from .mixup import Mixup
 from .networks import network_config
@@ -184,6 +185,11 @@ class ClassificationModule(pl.LightningModule):
         layer_decay: layer-wise lr decay for fine-tuning (e.g. 0.75); ``null`` = off.
         train_last_blocks: fine-tune only the last ``N`` blocks plus norm and head (``0`` = linear probe).
         grad_checkpointing: recompute block activations in backward (less memory).
+        sliding_window_overlap: evaluate (validate, test, predict) inputs larger than the network's input by
+            overlapping windows of its input size (:func:`vit3d.inference.sliding_window_logits`), each window
+            overlapping the next by this share; ``null`` = off. Pair it with the dataset's ``fov: whole`` (the whole
+            scan at the training spacing) and ``eval_batch_size: 1``, since whole scans differ in size.
+        sliding_window_aggregate: how window logits become one: ``mean``, ``max`` or ``attention``.
     """
 
     def __init__(
@@ -204,6 +210,8 @@ class ClassificationModule(pl.LightningModule):
         layer_decay: float | None = None,
         train_last_blocks: int | None = None,
         grad_checkpointing: bool = False,
+        sliding_window_overlap: float | None = None,
+        sliding_window_aggregate: Literal["mean", "max", "attention"] = "mean",
     ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -242,6 +250,12 @@ class ClassificationModule(pl.LightningModule):
         self.train_last_blocks = train_last_blocks
         if train_last_blocks is not None or layer_decay is not None:
             param_groups(net, layer_decay=layer_decay, train_last_blocks=train_last_blocks)  # fail fast, freeze now
+        if sliding_window_overlap is not None and not 0.0 <= sliding_window_overlap < 1.0:
+            raise ConfigError(f"sliding_window_overlap={sliding_window_overlap} is outside [0, 1)",
+                              fix="use e.g. 0.25, or null to evaluate the input as it comes")
+        check_choice("sliding_window_aggregate", sliding_window_aggregate, ("mean", "max", "attention"))
+        self.sliding_window_overlap = sliding_window_overlap
+        self.sliding_window_aggregate = sliding_window_aggregate
         self._outputs: dict[str, list[dict[str, Any]]] = {}
         self.skipped: dict[str, int] = {}  # stage -> samples skipped while loading (data on_error=skip)
 
@@ -249,6 +263,24 @@ class ClassificationModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> logits ``(B, num_classes)``."""
         return self.model(x)
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for evaluation: one forward pass, or sliding windows when they are on and ``x`` is larger than
+        the network's input."""
+        if self.sliding_window_overlap is None:
+            return self(x)
+        from vit3d.inference import model_input_size, sliding_window_logits
+
+        if tuple(x.shape[2:]) == model_input_size(self.model):
+            return self(x)
+        return sliding_window_logits(self.model, x, overlap=self.sliding_window_overlap,
+                                     aggregate=self.sliding_window_aggregate).logits
+
+    def on_fit_start(self) -> None:
+        # What loading the pretrained weights did (renamed, resampled, re-initialised, dropped), before step one.
+        report = getattr(self.model, "load_report", None)
+        if report is not None and self.trainer.is_global_zero:
+            print(f"pretrained weights: {report}")
 
     def _count_failed(self, stage: str, batch: dict[str, Any] | None) -> bool:
         """Count the batch's skipped samples; False when nothing is left to compute."""
@@ -290,7 +322,7 @@ class ClassificationModule(pl.LightningModule):
         outputs = self._outputs.setdefault(stage, [])
         if not self._count_failed(stage, batch):
             return
-        logits = self(batch["image"]).float()
+        logits = self.eval_logits(batch["image"]).float()
         y = batch["label"]
         labelled = y >= 0
         if labelled.any():
@@ -342,7 +374,7 @@ class ClassificationModule(pl.LightningModule):
         failed = [] if batch is None else list(batch.get("failed", []))
         if batch is None or "image" not in batch:
             return {"id": [], "logits": torch.zeros(0, self.num_classes), "failed": failed}
-        return {"id": list(batch["id"]), "logits": self(batch["image"]).float().cpu(), "failed": failed}
+        return {"id": list(batch["id"]), "logits": self.eval_logits(batch["image"]).float().cpu(), "failed": failed}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

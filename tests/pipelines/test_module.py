@@ -153,3 +153,23 @@ def test_training_step_with_mixup_is_deterministic_per_batch() -> None:
     m.log = lambda *a, **k: None  # no trainer attached
     a, b = m.training_step(batch, 5), m.training_step(batch, 5)
     assert torch.equal(a, b) and a.requires_grad
+
+
+def test_sliding_window_evaluation_matches_the_library_aggregate() -> None:
+    """With sliding windows on, an input larger than the network is classified by vit3d.inference's aggregate of
+    its windows; an input of the network's size is one plain forward pass."""
+    from pipelines.networks import preset_class
+    from vit3d.inference import sliding_window_logits
+
+    net = preset_class("vit_tiny_patch16_3d")(patch_size=[4, 8, 8], embed_dim=24, depth=1, num_heads=2,
+                                              num_classes=3, in_chans=1, img_size=[8, 16, 16])
+    module = ClassificationModule(net, sliding_window_overlap=0.5, sliding_window_aggregate="max").eval()
+    big = torch.randn(2, 1, 12, 24, 40)
+    with torch.no_grad():
+        got = module.eval_logits(big)
+        want = sliding_window_logits(net, big, overlap=0.5, aggregate="max").logits
+        assert torch.equal(got, want) and got.shape == (2, 3)
+        small = torch.randn(2, 1, 8, 16, 16)
+        assert torch.equal(module.eval_logits(small), net(small))
+    with pytest.raises(ValueError, match="sliding_window_overlap=1.0"):
+        ClassificationModule(net, sliding_window_overlap=1.0)
