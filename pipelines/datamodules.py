@@ -5,9 +5,10 @@ links into the model (``link_arguments(..., apply_on="instantiate")``) so they a
 preprocessing is saved in the checkpoint (``save_hyperparameters``), and :func:`pipelines.inference.load_for_inference`
 rebuilds it from there.
 
-The training loader is resumable: its sampler shuffles with ``(seed, epoch)`` and its state (epoch, batches
-consumed) is saved in checkpoints, so a run resumed mid-epoch with ``--ckpt_path last`` sees the same batches as an
-uninterrupted one.
+The training loader is resumable: its sampler shuffles with ``(seed, epoch)``, hands every sample its own seed
+(:class:`vit3d.data.seeding.SampleKey`) for the random augmentation, and its state (epoch, batches consumed) is saved
+in checkpoints, so a run resumed mid-epoch with ``--ckpt_path last`` sees the same augmented batches as an
+uninterrupted one, with any number of loader workers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import abc
 import glob
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -22,29 +24,60 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from vit3d.data.seeding import SampleKey, sample_seed
+
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VolumeDataModule"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".npy", ".npz")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
+def takes_sample_keys(dataset: Dataset) -> bool:
+    """Whether ``dataset.__getitem__`` takes :class:`~vit3d.data.seeding.SampleKey` s: it calls ``split_key``."""
+    getitem = getattr(type(dataset), "__getitem__", None)
+    return "split_key" in getattr(getattr(getitem, "__code__", None), "co_names", ())
+
+
 class ResumableSampler(DistributedSampler):
-    """A ``DistributedSampler`` (one replica by default) that can start an epoch after ``n`` consumed samples."""
+    """A ``DistributedSampler`` (one replica by default) that seeds every sample and can resume mid-epoch.
+
+    Yields :class:`~vit3d.data.seeding.SampleKey` ``(index, sample_seed(seed, epoch, index, rank))``: the dataset
+    draws all random augmentation of that sample from its seed, so the augmented batches depend neither on the
+    number of loader workers nor on where a run was interrupted. A dataset whose ``__getitem__`` does not take
+    keys yet gets plain indices (with a warning: its augmentation cannot resume exactly).
+
+    Args:
+        dataset: the training dataset.
+        shuffle: shuffle with ``(seed, epoch)``.
+        seed: the shuffling and augmentation seed.
+        num_replicas: number of ranks.
+        rank: this rank.
+        drop_last: drop the tail that does not divide among ranks.
+        seeded: yield SampleKeys (``None``: when the dataset takes them).
+    """
 
     def __init__(self, dataset: Dataset, *, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, drop_last: bool = False) -> None:
+                 rank: int = 0, drop_last: bool = False, seeded: bool | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)
         self._skip = 0
+        self.seeded = takes_sample_keys(dataset) if seeded is None else seeded
+        if not self.seeded and seeded is None:
+            warnings.warn(f"{type(dataset).__name__}.__getitem__ takes no per-sample seeds (SampleKey); its random "
+                          "augmentation is drawn from the worker's generator and a resumed run will not repeat it "
+                          "exactly", stacklevel=2)
 
     def skip_next(self, n: int) -> None:
         """Drop the first ``n`` indices of the next iteration only (mid-epoch resume)."""
         self._skip = int(n)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[SampleKey | int]:
         indices = list(super().__iter__())
         skip, self._skip = self._skip, 0
-        return iter(indices[skip:])
+        indices = indices[skip:]
+        if not self.seeded:
+            return iter(indices)
+        return iter([SampleKey(i, sample_seed(self.seed, self.epoch, i, self.rank)) for i in indices])
 
 
 class ResumableDataLoader(DataLoader):

@@ -4,7 +4,8 @@ Configs stack (``-c base.yaml -c model.yaml``), ``--print_config`` shows the mer
 data module's ``num_classes``, ``in_chans``, ``img_size`` and ``classes`` flow into the model. Everything a run
 writes goes under ``trainer.default_root_dir``::
 
-    <root>/checkpoints/best.ckpt, last.ckpt     ModelCheckpoint on val/acc (+ the last one, for --ckpt_path last)
+    <root>/checkpoints/best.ckpt                ModelCheckpoint on val/acc: the best weights
+    <root>/checkpoints/last.ckpt                LastCheckpoint: the latest state (epochs, steps, minutes, signals)
     <root>/logs/version_N/                      TensorBoard events, metrics.csv, hparams.yaml, config.yaml
     <root>/predictions.csv                      vit3d predict (or --output PATH)
 
@@ -33,6 +34,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from .checkpointing import LastCheckpoint, prepare_resume, with_atomic_checkpoint_io
 from .datamodules import _ClassificationDataModule
 from .hardware import auto_precision
 from .module import ClassificationModule, _gather_objects, aggregate_views
@@ -145,12 +147,16 @@ class VitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
+            "checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": False,
             "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
         })
         # Checkpoints always live in <default_root_dir>/checkpoints so that --ckpt_path last finds them.
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
+        # last.ckpt (the latest state, every epoch / N steps / M minutes / on SIGTERM): after `checkpoint` so that
+        # it saves after best.ckpt and holds the updated best score.
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.link_arguments("trainer.default_root_dir", "last_checkpoint.dirpath", compute_fn=_checkpoint_dir)
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
@@ -162,6 +168,7 @@ class VitCLI(LightningCLI):
         knows the data module, its preprocessing and the class names. Values on the command line or in a
         ``--config`` still win. (Lightning itself restores the model's settings from the checkpoint.)
         """
+        self._argv = list(args) if isinstance(args, list) else None
         if isinstance(args, list) and args and args[0] in ("validate", "test", "predict"):
             ckpt = _ckpt_path_in(args)
             if ckpt is not None and Path(ckpt).is_file():
@@ -169,6 +176,18 @@ class VitCLI(LightningCLI):
                 if defaults:
                     self._subcommand_parsers[args[0]].set_defaults(defaults)
         super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        # fit keeps the config's model: prepare_resume compares it with the checkpoint's instead of letting
+        # LightningCLI replace it silently.
+        if self.config.get("subcommand") != "fit":
+            super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        config = self.config_init["fit"]
+        ckpt_dir = self._get(self.config_init, "last_checkpoint").dirpath
+        config["ckpt_path"] = prepare_resume(config.get("ckpt_path"), ckpt_dir=ckpt_dir, model=self.model,
+                                             trainer=self.trainer, argv=self._argv)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -196,6 +215,7 @@ class VitCLI(LightningCLI):
         if logger is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         kwargs["callbacks"] = callbacks
+        kwargs["plugins"] = with_atomic_checkpoint_io(cfg.get("plugins"))
         kwargs.setdefault("default_root_dir", root)
         return super().instantiate_trainer(**kwargs)
 

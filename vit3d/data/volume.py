@@ -27,6 +27,7 @@ from .common import (
     select_split,
 )
 from .io import file_stamp, read_volume
+from .seeding import SampleKey, seeded_global_rngs, split_key
 
 __all__ = ["VolumeDataset", "load_volume"]
 
@@ -260,14 +261,21 @@ class VolumeDataset(Dataset):
             sample[self.mask_key] = out[self.mask_key]
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any] | None:
+        index, seed = split_key(key)
         row_index, row = self.rows[index]
         ident = str(row.get(self.image_keys[0]))
         try:
             label = label_index(row.get(self.label_key), self.classes, ident)
             dataset = self._get_dataset()
-            self._reseed()
-            out = dataset[index]
+            if seed is None:
+                self._reseed()
+                out = dataset[index]
+            else:  # every random draw of this sample from its own seed (resumable, worker-independent)
+                with seeded_global_rngs(seed):
+                    if self._augment_stage is not None:
+                        self._augment_stage.set_random_state(seed=seed % 2**32)
+                    out = dataset[index]
             if isinstance(out, Mapping) and "__error__" in out:
                 cls = MissingFileError if out.get("__missing__") else SampleError
                 raise cls(out["__file__"], out["__error__"])
