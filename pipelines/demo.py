@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vit3d.data.synthetic import make_volume_dataset
 
-    from .train import main as vit3d_main
+    from .cli import main as vit3d_main  # the dispatcher: user errors as one line, exit status 2
 
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     rc = vit3d_main(["fit", *common, *args.fit_args])
     t_fit = time.perf_counter() - t1
-    if rc:
+    if rc:  # failed, or stopped by a signal (143/130) with last.ckpt saved: no predictions from a partial run
+        print(f"vit3d demo: training did not finish (exit status {rc}); not predicting. Resume with: "
+              f"python -m pipelines.demo --out {out} -- --ckpt_path last", file=sys.stderr, flush=True)
         return rc
     best = out / "checkpoints" / "best.ckpt"
     val_acc = _best_score(best)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  test accuracy ({n_test} volumes):        {test_acc:.1%}")
     print(f"  time: {total:.0f} s (data {t_data:.0f} s, training {t_fit:.0f} s)")
     print(f"  dataset:      {table}")
-    print(f"  checkpoints:  {best} and {best.with_name('last.ckpt')}")
+    print(f"  best weights: {best}  (highest val/acc; used for the predictions)")
+    print(f"  last state:   {best.with_name('last.ckpt')}  (end of training; resume with --ckpt_path last)")
     if logs:
         print(f"  logs:         {logs[-1]}  (tensorboard --logdir {out / 'logs'})")
     print(f"  predictions:  {predictions}")
