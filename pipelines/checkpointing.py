@@ -444,16 +444,19 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        epoch_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's validation: saved at the epoch's end, after ModelCheckpoint updated best.ckpt
         stop = self._decide_stop(trainer)
-        if epoch_end or self._deferred or stop:
+        if self._deferred or stop:
             self._save(trainer)
         if stop:
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step != self._saved_step:  # no validation saved this state already
-            self._save(trainer)
+        # After the epoch's validation and after ModelCheckpoint (a Checkpoint callback listed before this one),
+        # which saves best.ckpt here too when validation runs once per epoch: last.ckpt then holds the new best score,
+        # so a resumed run never overwrites best.ckpt with a worse model.
+        self._save(trainer, force=True)
         if self._decide_stop(trainer):
             self._stop(trainer)
 
@@ -513,9 +516,9 @@ class LastCheckpoint(Checkpoint):
         return fetcher is not None and bool(loop._should_check_val_fx(fetcher))
 
     # -------------------------------------------------------------------------------------------- saving
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _save(self, trainer: pl.Trainer, *, force: bool = False) -> None:
         assert self.last_path is not None
-        if trainer.global_step == self._saved_step:
+        if trainer.global_step == self._saved_step and not force:
             return
         if self.keep_previous and self._trusted_last and trainer.is_global_zero and self.last_path.is_file():
             self._keep_previous()
@@ -603,14 +606,13 @@ class LastCheckpoint(Checkpoint):
     # -------------------------------------------------------------------------------------------- summary
     def format_summary(self, trainer: pl.Trainer, *, stopped_by: int | None = None) -> str:
         """The end-of-fit summary: epochs run, best metric and checkpoint, last checkpoint, log folder, resume."""
-        start_epoch, start_step, t0 = self._start
+        _, start_step, t0 = self._start
         elapsed = time.monotonic() - t0 if t0 else 0.0
         epochs_done = trainer.fit_loop.epoch_progress.current.completed
         lines = []
         if stopped_by is None:
             lines.append(f"vit3d fit: done: {epochs_done} epoch(s), {trainer.global_step} optimiser steps "
-                         f"(this run: epochs {start_epoch}-{max(start_epoch, epochs_done - 1)}, "
-                         f"{trainer.global_step - start_step} steps, {_duration(elapsed)})")
+                         f"(this run: {trainer.global_step - start_step} steps in {_duration(elapsed)})")
         else:
             lines.append(f"vit3d fit: stopped by {_signal_name(stopped_by)} in epoch {trainer.current_epoch} at "
                          f"step {trainer.global_step} ({epochs_done} epoch(s) complete; exit status "

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vit3d.data.seeding import SampleKey, sample_seed
@@ -85,9 +86,18 @@ class ResumableDataLoader(DataLoader):
 
     Lightning prefetches a batch ahead, so the loader cannot count consumed batches itself; the owning data module
     reads them from the trainer's progress instead.
+
+    Without a ``generator`` of its own, the loader gets one seeded with the sampler's seed: a DataLoader draws each
+    iterator's worker base seed from its generator, else from torch's global one, which would shift the model's
+    dropout and drop-path draws with the number of workers and with where a run was resumed.
     """
 
     datamodule: pl.LightningDataModule | None = None
+
+    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator().manual_seed(int(getattr(kwargs.get("sampler"), "seed", 0)))
+        super().__init__(dataset, **kwargs)
 
     def state_dict(self) -> dict[str, int]:
         trainer = getattr(self.datamodule, "trainer", None)
@@ -96,7 +106,22 @@ class ResumableDataLoader(DataLoader):
             consumed = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         return {"epoch": int(self.sampler.epoch), "batches": consumed}
 
+    def __iter__(self) -> Iterator[Any]:
+        # Lightning restores no loader state from a checkpoint saved at an epoch's end (its loops then do not count
+        # as restarting), sets the sampler's epoch only after it has built the first iterator, and reuses that
+        # iterator for the first epoch of a resumed run: start from the epoch the trainer is at.
+        trainer = getattr(self.datamodule, "trainer", None)
+        if trainer is not None and isinstance(self.sampler, ResumableSampler):
+            epoch = int(trainer.fit_loop.epoch_progress.current.processed)
+            if epoch > self.sampler.epoch:
+                self.sampler.set_epoch(epoch)
+        return super().__iter__()
+
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["batches"] >= len(self):  # saved after the epoch's last batch: carry on with the next epoch
+            self.sampler.set_epoch(state["epoch"] + 1)
+            self.sampler.skip_next(0)
+            return
         self.sampler.set_epoch(state["epoch"])
         self.sampler.skip_next(state["batches"] * self.batch_size)
 

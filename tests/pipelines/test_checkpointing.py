@@ -158,7 +158,10 @@ def test_last_holds_the_final_epoch_and_summary(volumes: Path, reference: Path, 
     previous = torch.load(root / "checkpoints" / PREVIOUS, weights_only=True)
     assert previous["epoch"] == 0 and previous["global_step"] == STEPS_PER_EPOCH
     best = root / "checkpoints" / "best.ckpt"
-    assert best.is_file()
+    best_state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    # last.ckpt is saved after ModelCheckpoint: it knows the best score, so a resume cannot overwrite best.ckpt
+    assert best_state["best_model_path"] == str(best) and best_state["best_model_score"] is not None
+    assert torch.load(best, weights_only=True)["global_step"] in (STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)
     assert "vit3d fit: done: 2 epoch(s), 8 optimiser steps" in out
     assert f"best: {best}" in out and "val/acc" in out
     assert f"last: {root / 'checkpoints' / LAST}  (epoch 1, step 8" in out

@@ -80,14 +80,14 @@ class FillDisk(pl.Callback):
         if trainer.global_step != self.step:
             return
         chunk = b"\0" * 65536
-        with open(self.path, "wb") as f:
+        with open(self.path, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(chunk)
                     f.flush()
             except OSError:
                 pass
-        with open(self.path + ".small", "wb") as f:  # the last few kilobytes too
+        with open(self.path + ".small", "wb", buffering=0) as f:  # the last few kilobytes too
             try:
                 while True:
                     f.write(b"\0" * 512)
