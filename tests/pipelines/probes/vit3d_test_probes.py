@@ -70,32 +70,6 @@ class StepMarker(pl.Callback):
         time.sleep(self.sleep)
 
 
-class FillDisk(pl.Callback):
-    """At ``global_step == step``, fill the filesystem of ``path`` with a ballast file (a disk running full)."""
-
-    def __init__(self, path: str, step: int) -> None:
-        self.path, self.step = path, step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        if trainer.global_step != self.step:
-            return
-        chunk = b"\0" * 65536
-        with open(self.path, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(chunk)
-                    f.flush()
-            except OSError:
-                pass
-        with open(self.path + ".small", "wb", buffering=0) as f:  # the last few kilobytes too
-            try:
-                while True:
-                    f.write(b"\0" * 512)
-                    f.flush()
-            except OSError:
-                pass
-
-
 class PausingCheckpointIO(AtomicCheckpointIO):
     """On its ``pause_at``-th save, write half the checkpoint, write ``marker`` and hang (for a SIGKILL).
 
