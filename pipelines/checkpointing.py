@@ -628,8 +628,10 @@ class LastCheckpoint(Checkpoint):
             lines.append(f"  last: {self.last_path}  (epoch {epoch}, step {step}; the latest state, to resume)")
         elif self.last_path is not None and self.last_path.is_file():
             lines.append(f"  last: {self.last_path}  (unchanged by this run)")
-        if trainer.log_dir:
-            lines.append(f"  logs: {trainer.log_dir}")
+        # The first logger's folder: Trainer.log_dir would broadcast, and this runs on rank 0 only.
+        log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
+        if log_dir:
+            lines.append(f"  logs: {log_dir}")
         if stopped_by is not None:
             command = self.resume_command or "vit3d fit <the same options> --ckpt_path last"
             lines.append(f"  resume: {command}")
