@@ -430,15 +430,14 @@ class LastCheckpoint(Checkpoint):
         if trainer.global_step == self._step_seen:
             return  # inside an accumulation window: no optimiser step yet
         self._step_seen = trainer.global_step
-        stop = self._decide_stop(trainer)
-        due = self._due(trainer)
+        stop, due = self._flags(trainer)
         if not (stop or due):
             return
         if self._validation_follows(trainer):
             self._deferred = True  # saved (and stopped) at the end of that validation
             return
         self._save(trainer)
-        if stop:
+        if stop or (trainer.world_size == 1 and self._pending is not None):  # also a signal during that write
             self._stop(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -487,24 +486,21 @@ class LastCheckpoint(Checkpoint):
             print(self.format_summary(trainer, stopped_by=stopped), flush=True)
 
     # -------------------------------------------------------------------------------------------- decisions
-    def _due(self, trainer: pl.Trainer) -> bool:
+    def _flags(self, trainer: pl.Trainer) -> tuple[bool, bool]:
+        """``(stop, save due)``, agreed by all ranks in one all-reduce (they must act at the same step)."""
         by_steps = self.every_n_train_steps is not None and trainer.global_step % self.every_n_train_steps == 0
         by_time = self.every_n_minutes is not None and \
             time.monotonic() - self._last_save_time >= 60.0 * self.every_n_minutes
-        if trainer.world_size > 1 and self.every_n_minutes is not None:
-            by_time = bool(trainer.strategy.broadcast(by_time, src=0))  # clocks differ between ranks
-        return by_steps or by_time
+        if trainer.world_size > 1:  # a signal may reach one rank only, and clocks differ between ranks
+            flags = torch.tensor([self._pending or 0, int(by_time)], device=trainer.strategy.root_device)
+            signum, by_time = (int(v) for v in trainer.strategy.reduce(flags, reduce_op="max").tolist())
+            if signum and self._pending is None:
+                self._pending = signum
+        return self._pending is not None, by_steps or bool(by_time)
 
     def _decide_stop(self, trainer: pl.Trainer) -> bool:
-        """Whether a stop signal arrived on any rank (all ranks must stop at the same step)."""
-        pending = self._pending is not None
-        if trainer.world_size > 1:
-            signum = torch.tensor([self._pending or 0], device=trainer.strategy.root_device)
-            signum = trainer.strategy.reduce(signum, reduce_op="max")
-            if int(signum.item()) and self._pending is None:
-                self._pending = int(signum.item())
-            pending = bool(int(signum.item()))
-        return pending
+        """Whether a stop signal arrived on any rank."""
+        return self._flags(trainer)[0]
 
     @staticmethod
     def _validation_follows(trainer: pl.Trainer) -> bool:
@@ -600,8 +596,9 @@ class LastCheckpoint(Checkpoint):
                 os.kill(os.getpid(), signum)
             return
         self._pending = signum
-        print(f"vit3d fit: {_signal_name(signum)} received: finishing the current step, then saving {LAST} and "
-              "stopping (send it again to stop at once)", file=sys.stderr, flush=True)
+        # os.write, not print: the signal may have interrupted a print to the same stream (io is not reentrant).
+        os.write(2, f"vit3d fit: {_signal_name(signum)} received: finishing the current step, then saving {LAST} "
+                    "and stopping (send it again to stop at once)\n".encode())
 
     # -------------------------------------------------------------------------------------------- summary
     def format_summary(self, trainer: pl.Trainer, *, stopped_by: int | None = None) -> str:

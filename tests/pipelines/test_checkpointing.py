@@ -384,13 +384,44 @@ def test_sigint_of_the_console_command_exits_130_and_resumes(volumes: Path, refe
     cfg = write_config(tmp_path / "c.yaml", config(volumes, root, workers=2, callbacks=[marker(steps, 0.3)]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROBES), str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", "-c", str(cfg)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 600
     while step_of(steps) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl+C does: to the loader workers too, which must not die mid-batch
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 130, out[-3000:]
     assert "stopped by SIGINT" in out and "Traceback" not in out
     assert vit3d(["fit", "-c", str(cfg), "--ckpt_path", "last", "--trainer.callbacks", "[]"]) == 0
+    assert_same_weights(reference, root / "checkpoints" / LAST)
+
+
+@pytest.mark.slow
+def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
+        volumes: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SLURM itself is not here: its environment variables are, and `scontrol` is a script recording its arguments.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol.txt'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "vit3d", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    root, steps = tmp_path / "run", tmp_path / "steps.txt"
+    cfg = write_config(tmp_path / "c.yaml", config(volumes, root, callbacks=[marker(steps, 0.3)]))
+    env = {**os.environ, **slurm, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(PROBES), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", "-c", str(cfg)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while step_of(steps) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)  # SLURMEnvironment's default requeue signal
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGUSR1, out[-3000:]
+    assert (tmp_path / "scontrol.txt").read_text().split() == ["requeue", "4242"]
+    assert torch.load(root / "checkpoints" / LAST, weights_only=True)["global_step"] == step_of(steps)
+
+    for key, value in {**slurm, "SLURM_RESTART_COUNT": "1"}.items():  # the requeued job: same command, no flag
+        monkeypatch.setenv(key, value)
+    assert vit3d(["fit", "-c", str(write_config(tmp_path / "r.yaml", config(volumes, root)))]) == 0
     assert_same_weights(reference, root / "checkpoints" / LAST)
