@@ -193,11 +193,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(volumes: Path, reference
     assert not list(root.rglob(f"*{TMP_SUFFIX}"))
 
 
-def test_sigkill_during_a_checkpoint_write_with_two_workers(volumes: Path, reference: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigkill_during_a_checkpoint_write(volumes: Path, reference: Path, tmp_path: Path, workers: int) -> None:
     root, hung = tmp_path / "run", tmp_path / "hung.txt"
     plugin = {"class_path": "vit3d_test_probes.PausingCheckpointIO",
               "init_args": {"marker": str(hung), "pause_at": 6}}
-    cfg = write_config(tmp_path / "c.yaml", config(volumes, root, workers=2, plugins=[plugin]))
+    cfg = write_config(tmp_path / "c.yaml", config(volumes, root, workers=workers, plugins=[plugin]))
     proc = start_fit(["-c", str(cfg), "--last_checkpoint.every_n_train_steps", "1"], tmp_path / "log.txt")
     wait_for(hung.is_file, proc)
     assert hung.is_file(), (tmp_path / "log.txt").read_text()[-3000:]
@@ -207,9 +208,9 @@ def test_sigkill_during_a_checkpoint_write_with_two_workers(volumes: Path, refer
     partial = list(folder.glob(f"*{TMP_SUFFIX}"))
     assert len(partial) == 1 and partial[0].name.startswith(".")  # the half-written file, beside its target
     state = load_checkpoint_file(folder / LAST)  # the previous complete checkpoint, untouched
-    assert state["global_step"] == 4  # saves 1-4: steps 1-4; save 5: epoch 0's end (step 4 again: skipped) ...
+    assert state["global_step"] == 4  # saves: steps 1-3, best.ckpt and last.ckpt at epoch 0's end, then step 5
 
-    resumed = write_config(tmp_path / "r.yaml", config(volumes, root, workers=2))
+    resumed = write_config(tmp_path / "r.yaml", config(volumes, root, workers=workers))
     assert vit3d(["fit", "-c", str(resumed), "--ckpt_path", "last"]) == 0
     assert not list(folder.glob(f"*{TMP_SUFFIX}")), "the stale temporary file was not removed"
     assert_same_weights(reference, folder / LAST)
