@@ -60,6 +60,8 @@ __all__ = [
     "load_checkpoint_file",
     "model_differences",
     "prepare_resume",
+    "remove_stale_temp_files",
+    "resume_command",
     "with_atomic_checkpoint_io",
 ]
 
