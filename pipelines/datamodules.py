@@ -19,49 +19,82 @@ the CLI links into the network (``link_arguments(..., apply_on="instantiate")``)
 config is saved in checkpoints, and :func:`pipelines.inference.load_for_inference` rebuilds the eval preprocessing
 from there.
 
-The training loader is resumable: its sampler shuffles with ``(seed, epoch)`` and its state (epoch, batches
-consumed) is saved in checkpoints, so a run resumed mid-epoch with ``--ckpt_path last`` sees the same batches as an
-uninterrupted one.
+The training loader is resumable: its sampler shuffles with ``(seed, epoch)``, hands every sample its own seed
+(:class:`vit3d.data.seeding.SampleKey`) for the random augmentation, and its state (epoch, batches consumed) is saved
+in checkpoints, so a run resumed mid-epoch with ``--ckpt_path last`` sees the same augmented batches as an
+uninterrupted one, with any number of loader workers.
 """
 
 from __future__ import annotations
 
 import abc
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vit3d.data import VideoClipDataset, VolumeDataset
 from vit3d.data.inputs import VIDEO_SUFFIXES, VOLUME_SUFFIXES, discover_inputs
+from vit3d.data.seeding import SampleKey, sample_seed
+from vit3d.data.table import TableDataset
 from vit3d.errors import ConfigError
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VideoDatasetFactory", "VolumeDataModule",
            "VolumeDatasetFactory", "dataset_keywords"]
 
 
+def takes_sample_keys(dataset: Dataset) -> bool:
+    """Whether ``dataset`` takes :class:`~vit3d.data.seeding.SampleKey` s: vit3d's table datasets do."""
+    return isinstance(dataset, TableDataset)
+
+
 class ResumableSampler(DistributedSampler):
-    """A ``DistributedSampler`` (one replica by default) that can start an epoch after ``n`` consumed samples."""
+    """A ``DistributedSampler`` (one replica by default) that seeds every sample and can resume mid-epoch.
+
+    Yields :class:`~vit3d.data.seeding.SampleKey` ``(index, sample_seed(seed, epoch, index, rank))``: the dataset
+    draws all random augmentation of that sample from its seed, so the augmented batches depend neither on the
+    number of loader workers nor on where a run was interrupted. A dataset whose ``__getitem__`` does not take
+    keys yet gets plain indices (with a warning: its augmentation cannot resume exactly).
+
+    Args:
+        dataset: the training dataset.
+        shuffle: shuffle with ``(seed, epoch)``.
+        seed: the shuffling and augmentation seed.
+        num_replicas: number of ranks.
+        rank: this rank.
+        drop_last: drop the tail that does not divide among ranks.
+        seeded: yield SampleKeys (``None``: when the dataset takes them).
+    """
 
     def __init__(self, dataset: Dataset, *, shuffle: bool = True, seed: int = 0, num_replicas: int = 1,
-                 rank: int = 0, drop_last: bool = False) -> None:
+                 rank: int = 0, drop_last: bool = False, seeded: bool | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)
         self._skip = 0
+        self.seeded = takes_sample_keys(dataset) if seeded is None else seeded
+        if not self.seeded and seeded is None:
+            warnings.warn(f"{type(dataset).__name__}.__getitem__ takes no per-sample seeds (SampleKey); its random "
+                          "augmentation is drawn from the worker's generator and a resumed run will not repeat it "
+                          "exactly", stacklevel=2)
 
     def skip_next(self, n: int) -> None:
         """Drop the first ``n`` indices of the next iteration only (mid-epoch resume)."""
         self._skip = int(n)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[SampleKey | int]:
         indices = list(super().__iter__())
         skip, self._skip = self._skip, 0
-        return iter(indices[skip:])
+        indices = indices[skip:]
+        if not self.seeded:
+            return iter(indices)
+        return iter([SampleKey(i, sample_seed(self.seed, self.epoch, i, self.rank)) for i in indices])
 
 
 class ResumableDataLoader(DataLoader):
@@ -69,9 +102,18 @@ class ResumableDataLoader(DataLoader):
 
     Lightning prefetches a batch ahead, so the loader cannot count consumed batches itself; the owning data module
     reads them from the trainer's progress instead.
+
+    Without a ``generator`` of its own, the loader gets one seeded with the sampler's seed: a DataLoader draws each
+    iterator's worker base seed from its generator, else from torch's global one, which would shift the model's
+    dropout and drop-path draws with the number of workers and with where a run was resumed.
     """
 
     datamodule: pl.LightningDataModule | None = None
+
+    def __init__(self, dataset: Dataset, **kwargs: Any) -> None:
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator().manual_seed(int(getattr(kwargs.get("sampler"), "seed", 0)))
+        super().__init__(dataset, **kwargs)
 
     def state_dict(self) -> dict[str, int]:
         trainer = getattr(self.datamodule, "trainer", None)
@@ -80,7 +122,22 @@ class ResumableDataLoader(DataLoader):
             consumed = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         return {"epoch": int(self.sampler.epoch), "batches": consumed}
 
+    def __iter__(self) -> Iterator[Any]:
+        # Lightning restores no loader state from a checkpoint saved at an epoch's end (its loops then do not count
+        # as restarting), sets the sampler's epoch only after it has built the first iterator, and reuses that
+        # iterator for the first epoch of a resumed run: start from the epoch the trainer is at.
+        trainer = getattr(self.datamodule, "trainer", None)
+        if trainer is not None and isinstance(self.sampler, ResumableSampler):
+            epoch = int(trainer.fit_loop.epoch_progress.current.processed)
+            if epoch > self.sampler.epoch:
+                self.sampler.set_epoch(epoch)
+        return super().__iter__()
+
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["batches"] >= len(self):  # saved after the epoch's last batch: carry on with the next epoch
+            self.sampler.set_epoch(state["epoch"] + 1)
+            self.sampler.skip_next(0)
+            return
         self.sampler.set_epoch(state["epoch"])
         self.sampler.skip_next(state["batches"] * self.batch_size)
 

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     rc = vit3d(["fit", *common, *args.fit_args])
     t_fit = time.perf_counter() - t1
-    if rc:
+    if rc:  # failed, or stopped by a signal (143/130) with last.ckpt saved: no predictions from a partial run
+        print(f"vit3d demo: training did not finish (exit status {rc}); not predicting. Resume with: "
+              f"python -m pipelines.demo --out {out} -- --ckpt_path last", file=sys.stderr, flush=True)
         return rc
     best = out / "checkpoints" / "best.ckpt"
     val_acc = _best_score(best)
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  test accuracy ({n_test} volumes):        {test_acc:.1%}")
     print(f"  time: {total:.0f} s (data {t_data:.0f} s, training {t_fit:.0f} s)")
     print(f"  dataset:      {table}")
-    print(f"  checkpoints:  {best} and {best.with_name('last.ckpt')}")
+    print(f"  best weights: {best}  (highest val/acc; used for the predictions)")
+    print(f"  last state:   {best.with_name('last.ckpt')}  (end of training; resume with --ckpt_path last)")
     if logs:
         print(f"  logs:         {logs[-1]}  (tensorboard --logdir {out / 'logs'})")
     print(f"  predictions:  {predictions}")

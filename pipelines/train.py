@@ -4,7 +4,8 @@ Configs stack (``-c base.yaml -c model.yaml``), ``--print_config`` shows the mer
 data module's ``num_classes``, ``in_chans``, ``img_size`` and ``classes`` flow into the model. Everything a run
 writes goes under ``trainer.default_root_dir``::
 
-    <root>/checkpoints/best.ckpt, last.ckpt     ModelCheckpoint on val/acc (+ the last one, for --ckpt_path last)
+    <root>/checkpoints/best.ckpt                ModelCheckpoint on val/acc: the best weights
+    <root>/checkpoints/last.ckpt                LastCheckpoint: the latest state (epochs, steps, minutes, signals)
     <root>/logs/version_N/                      TensorBoard events, metrics.csv, hparams.yaml, config.yaml
     <root>/predictions.csv                      vit3d predict (or --predictions.output PATH)
 
@@ -42,6 +43,7 @@ from vit3d.data import average_views
 from vit3d.errors import ConfigError
 from vit3d.layers.helpers import check_keywords
 
+from .checkpointing import LastCheckpoint, prepare_resume, with_atomic_checkpoint_io
 from .datamodules import _ClassificationDataModule
 from .hardware import auto_precision
 from .module import ClassificationModule, _gather_objects
@@ -229,19 +231,24 @@ class VitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True,
+            "checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": False,
             "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
         })
         # Checkpoints always live in <default_root_dir>/checkpoints so that --ckpt_path last finds them.
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(PredictionCSVWriter, "predictions")
+        # last.ckpt (the latest state, every epoch / N steps / M minutes / on SIGTERM): after `checkpoint` so that
+        # it saves after best.ckpt and holds the updated best score.
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.link_arguments("trainer.default_root_dir", "last_checkpoint.dirpath", compute_fn=_checkpoint_dir)
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(f"data.{key}", f"model.net.init_args.{key}", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse; with ``--ckpt_path`` the checkpoint's own run config gives the defaults (see the class doc)."""
+        self._argv = list(args) if isinstance(args, list) else None
         if isinstance(args, list) and args and args[0] in ("validate", "test", "predict"):
             sub = self._subcommand_parsers[args[0]]
             ckpt = _ckpt_path_option(args[1:])
@@ -258,6 +265,12 @@ class VitCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Done in :meth:`parse_arguments`, with the user's values winning (Lightning's own lets the file win)."""
+
+    def before_fit(self) -> None:
+        config = self.config_init["fit"]
+        ckpt_dir = self._get(self.config_init, "last_checkpoint").dirpath
+        config["ckpt_path"] = prepare_resume(config.get("ckpt_path"), ckpt_dir=ckpt_dir, model=self.model,
+                                             trainer=self.trainer, argv=self._argv)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -280,6 +293,7 @@ class VitCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         callbacks.append(RunSummary())
         kwargs["callbacks"] = callbacks
+        kwargs["plugins"] = with_atomic_checkpoint_io(cfg.get("plugins"))
         kwargs.setdefault("default_root_dir", root)
         return super().instantiate_trainer(**kwargs)
 

@@ -105,7 +105,7 @@ def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
     base = tiny_config(volumes, tmp_path / "a", max_steps=-1, max_epochs=3)
     base["data"]["init_args"].update(batch_size=2, augment=False)
     base["model"].update(mixup_alpha=0.4, cutmix_alpha=1.0)
-    every_step = ["--checkpoint.every_n_train_steps", "1"]
+    every_step = ["--last_checkpoint.every_n_train_steps", "1"]
     a = write_yaml(tmp_path / "a.yaml", base)
     assert vit3d(["fit", "-c", str(a), *every_step]) == 0
 

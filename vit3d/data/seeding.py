@@ -8,10 +8,13 @@ resumed mid-epoch, or run with another number of loader workers, sees exactly th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import random
+from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["SampleKey", "sample_seed", "split_key"]
+__all__ = ["SampleKey", "sample_seed", "seeded_global_rngs", "split_key"]
 
 
 class SampleKey(NamedTuple):
@@ -32,3 +35,25 @@ def split_key(key: int | SampleKey) -> tuple[int, int | None]:
     if isinstance(key, tuple):
         return int(key[0]), int(key[1])
     return int(key), None
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed torch's, NumPy's and Python's global generators from ``seed`` inside the block, then restore them.
+
+    For transforms that draw from the global generators (TorchIO, user functions): they repeat for a given seed,
+    and the caller's streams (e.g. the model's dropout in a ``num_workers=0`` loader) are left as they were.
+    """
+    import numpy as np
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
