@@ -777,7 +777,7 @@ def _check_model(checkpoint: Mapping[str, Any], model: pl.LightningModule, path:
     raise CheckpointError(
         f"the config's model differs from the checkpoint's in {len(diffs)} key(s): {shown}{more}", file=path,
         fix="to resume, use the checkpoint's model settings; to start a new run from its weights instead, drop "
-            f"--ckpt_path and set --model.pretrained {path}")
+            f"--ckpt_path and set --model.net.init_args.pretrained {path}")
 
 
 def resume_command(argv: Sequence[str]) -> str:

@@ -63,9 +63,10 @@ def config(csv_path: Path, root: Path, *, workers: int = 0, callbacks: list | No
     return {
         "seed_everything": 0,
         "trainer": trainer,
-        "model": {"model": "vit_tiny_patch16_3d", "model_args": TINY_MODEL, **model},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d", "init_args": dict(TINY_MODEL)},
+                  **model},
         "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
-                 "init_args": {"data": str(csv_path), "img_size": [16, 32, 32], "batch_size": 2,
+                 "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 2,
                                "num_workers": workers, "augment": True, "validate_files": False}},
     }
 
@@ -269,7 +270,7 @@ def test_resume_with_another_model_lists_the_differing_keys(volumes: Path, tmp_p
     cfg = write_config(tmp_path / "c.yaml", config(volumes, root))
     assert vit3d(["fit", "-c", str(cfg), "--trainer.max_epochs", "1"]) == 0
     other = config(volumes, root)
-    other["model"]["model_args"] = {**TINY_MODEL, "embed_dim": 64, "depth": 3}
+    other["model"]["net"]["init_args"] = {**TINY_MODEL, "embed_dim": 64, "depth": 3}
     other["model"]["label_smoothing"] = 0.0
     capsys.readouterr()
     rc = vit3d(["fit", "-c", str(write_config(tmp_path / "o.yaml", other)), "--trainer.max_epochs", "2",
@@ -277,8 +278,8 @@ def test_resume_with_another_model_lists_the_differing_keys(volumes: Path, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     for text in ("in 3 key(s)", "label_smoothing: 0.1 in the checkpoint, 0.0 in the config",
-                 "model_args.depth: 2 in the checkpoint, 3 in the config", "model_args.embed_dim: 32",
-                 f"--model.pretrained {root / 'checkpoints' / LAST}"):
+                 "net.init_args.depth: 2 in the checkpoint, 3 in the config", "net.init_args.embed_dim: 32",
+                 f"--model.net.init_args.pretrained {root / 'checkpoints' / LAST}"):
         assert text in err[0], err[0]
     assert torch.load(root / "checkpoints" / LAST, weights_only=True)["epoch"] == 0  # nothing was overwritten
 
@@ -358,10 +359,10 @@ def test_clips_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
 
     def clip_config(root: Path, callbacks: list) -> dict:
         cfg = config(table, root, callbacks=callbacks)
-        cfg["model"]["model_args"] = {**TINY_MODEL, "patch_size": [2, 8, 8]}
+        cfg["model"]["net"]["init_args"] = {**TINY_MODEL, "patch_size": [2, 8, 8]}
         cfg["data"] = {"class_path": "pipelines.datamodules.VideoDataModule",
-                       "init_args": {"data": str(table), "frames": 4, "stride": 2, "frame_size": [32, 32],
-                                     "decoder": "pyav", "batch_size": 2, "augment": True, "num_workers": 0}}
+                       "init_args": {"data": str(table), "batch_size": 2, "augment": True, "num_workers": 0,
+                                     "dataset": {"frames": 4, "stride": 2, "img_size": [32, 32], "decoder": "pyav"}}}
         cfg["trainer"]["max_epochs"] = 2
         return cfg
 
