@@ -403,6 +403,8 @@ def check_geometry(path: str, affine: Any, limits: VolumeLimits) -> None:
     Raises:
         SampleError: naming ``path``, the matrix's problem and the voxel sizes.
     """
+    if hasattr(affine, "detach"):  # a torch tensor (MONAI MetaTensor): to numpy without the __array__ protocol
+        affine = affine.detach().cpu().numpy()
     a = np.array(affine, dtype=np.float64)
     fix = "repair the header's geometry (e.g. nibabel: img.set_sform(affine); or SimpleITK SetSpacing)"
     if not np.isfinite(a).all():
