@@ -631,6 +631,10 @@ class LastCheckpoint(Checkpoint):
         log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
         if log_dir:
             lines.append(f"  logs: {log_dir}")
+        skipped = dict(getattr(trainer.datamodule, "skipped", None) or {})  # rows unusable under on_error=skip
+        if skipped:
+            text = ", ".join(f"{n} in {split}" for split, n in skipped.items())
+            lines.append(f"  skipped: {text} (unusable rows, listed in the validation report above)")
         if stopped_by is not None:
             command = self.resume_command or "vit3d fit <the same options> --ckpt_path last"
             lines.append(f"  resume: {command}")

@@ -132,7 +132,8 @@ def write_predictions(path: str | Path, inputs: list[str], probs: dict[str, torc
 
 
 class RunSummary(Callback):
-    """Print how many samples were skipped (unreadable, ``on_error=skip``) at the end of every stage."""
+    """Print how many samples were skipped (unreadable, ``on_error=skip``) at the end of ``validate`` and ``test``
+    (``fit`` says it in its own summary, :class:`pipelines.checkpointing.LastCheckpoint`)."""
 
     def _report(self, trainer: pl.Trainer, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -140,9 +141,6 @@ class RunSummary(Callback):
         if found:
             text = ", ".join(f"{n} in {split}" for split, n in found.items())
             rank_zero_info(f"vit3d {stage}: skipped unusable rows ({text}); see the validation report above")
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer, "fit")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate":
