@@ -187,16 +187,16 @@ def test_a_perfect_prediction_reconstructs_the_input() -> None:
 
 
 def test_loss_falls_within_a_few_dozen_steps() -> None:
-    """Smooth blobs at random places: the decoder must learn to fill in the hidden parts of a blob."""
+    """Volumes of a random level and in-plane slope: the visible patches tell the hidden ones, so a model that
+    reads them must beat every guess that ignores them (each patch position's mean over the set)."""
     g = torch.Generator().manual_seed(0)
-    z, y, x = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in (8, 16, 16)], indexing="ij")
-    centres = torch.rand(16, 3, generator=g) * torch.tensor([8.0, 16.0, 16.0])
-    vols = torch.stack([torch.exp(-((z - c[0]) ** 2 / 8 + (y - c[1]) ** 2 / 20 + (x - c[2]) ** 2 / 20))
-                        for c in centres])[:, None]
+    z, y, x = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in (8, 16, 16)], indexing="ij")
+    level, slope = torch.rand(16, generator=g) * 2 - 1, torch.rand(16, generator=g) - 0.5
+    vols = (level[:, None, None, None] + slope[:, None, None, None] * (y + x))[:, None]
     torch.manual_seed(0)
     mae = MaskedAutoencoder(tiny_encoder(in_chans=1, img_size=(8, 16, 16), patch_size=(2, 4, 4)),
                             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2, norm_pix_loss=False)
-    opt = torch.optim.AdamW(mae.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(mae.parameters(), lr=3e-3)
     losses = []
     for step in range(40):
         mask = mae.random_mask(vols, torch.Generator().manual_seed(step))
@@ -205,7 +205,6 @@ def test_loss_falls_within_a_few_dozen_steps() -> None:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) / 5 < 0.2 * sum(losses[:5]) / 5, losses
-    # and below the error of predicting the set's mean intensity everywhere
     target = mae.targets(vols)
-    assert sum(losses[-5:]) / 5 < 0.5 * float(((target - target.mean()) ** 2).mean())
+    blind = float(((target - target.mean(dim=0)) ** 2).mean())
+    assert sum(losses[-5:]) / 5 < 0.5 * blind < 0.5 * losses[0], (losses, blind)
