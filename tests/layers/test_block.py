@@ -47,3 +47,19 @@ def test_helpers_errors_name_values():
         to_ntuple((1, 0), 2, "patch_size")
     with pytest.raises(ValueError, match="did you mean 'token'"):
         check_choice("global_pool", "tokn", ("token", "avg"))
+
+
+def test_act_layers_closed_forms():
+    """'gelu' is x * Phi(x); 'gelu_tanh' is Hendrycks & Gimpel's tanh approximation (HF gelu_fast, Flax gelu)."""
+    import math
+
+    from vit3d.layers import get_act_layer
+
+    x = torch.linspace(-4, 4, 101, dtype=torch.float64)
+    exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    tanh = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    torch.testing.assert_close(get_act_layer("gelu")()(x), exact)
+    torch.testing.assert_close(get_act_layer("gelu_tanh")()(x), tanh)
+    assert float((exact - tanh).abs().max()) > 1e-4  # the two differ: the setting matters
+    with pytest.raises(ValueError, match="did you mean 'gelu_tanh'"):
+        get_act_layer("gelu_tan")

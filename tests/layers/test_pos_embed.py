@@ -76,3 +76,17 @@ def test_resample_rejects_mismatched_tables():
         resample_pos_embed(torch.randn(1, 11, 4), (2, 2), (3, 3))
     with pytest.raises(ValueError, match="2-D grid"):
         resample_pos_embed(torch.randn(1, 10, 4), (2, 2, 2), (3, 3))
+
+
+def test_sinusoid_table_closed_form():
+    """Vaswani et al.'s layout: channel 2i = sin(pos / 10000^(2i/d)), 2i+1 = cos of the same angle."""
+    from vit3d.layers import sinusoid_table
+
+    n, d = 7, 10
+    table = sinusoid_table(n, d).double()
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    torch.testing.assert_close(table[:, 0::2], (pos * freq).sin(), atol=1e-7, rtol=0)
+    torch.testing.assert_close(table[:, 1::2], (pos * freq).cos(), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="num_positions"):
+        sinusoid_table(0, 8)

@@ -311,7 +311,8 @@ def _to_jax(state: dict[str, torch.Tensor], heads: int, depth: int, stacked: boo
 
 def _jax_forward(p: dict[str, np.ndarray], x: torch.Tensor, depth: int, names: tuple[str, ...],
                  pool: str) -> torch.Tensor:
-    """The vit_jax / big_vision forward pass on the raw arrays (NHWC conv, einsum attention), exact GELU."""
+    """The vit_jax / big_vision forward pass on the raw arrays (NHWC conv, einsum attention), with Flax's
+    ``nn.gelu`` (``approximate=True``: the tanh form)."""
     t = {k: torch.from_numpy(v) for k, v in p.items()}
     kernel = t["embedding/kernel"]  # [ph, pw, C, D]
     ph = kernel.shape[0]
@@ -342,7 +343,7 @@ def _jax_forward(p: dict[str, np.ndarray], x: torch.Tensor, depth: int, names: t
         o = torch.einsum("bhqs,bshk->bqhk", a.softmax(-1), v)
         h = h + torch.einsum("bqhk,hkd->bqd", o, blk[f"{att}/out/kernel"]) + blk[f"{att}/out/bias"]
         y = ln(h, n2)
-        y = F.gelu(y @ blk[f"{mlp}/Dense_0/kernel"] + blk[f"{mlp}/Dense_0/bias"])
+        y = F.gelu(y @ blk[f"{mlp}/Dense_0/kernel"] + blk[f"{mlp}/Dense_0/bias"], approximate="tanh")
         h = h + y @ blk[f"{mlp}/Dense_1/kernel"] + blk[f"{mlp}/Dense_1/bias"]
     blk = {"n/scale": t["Transformer/encoder_norm/scale"], "n/bias": t["Transformer/encoder_norm/bias"]}
     h = ln(h, "n")
@@ -357,7 +358,8 @@ def test_vit_jax_npz(tmp_path, dim, depth, heads, patch):
     arrays["opt/state/step"] = np.zeros(1)
     np.savez(tmp_path / "vit.npz", **arrays)
     model = vit3d.create_model(None, pretrained=tmp_path / "vit.npz").eval()  # heads from kernel shapes
-    assert model.blocks[0].attn.num_heads == heads
+    assert model.blocks[0].attn.num_heads == heads and model.act_layer == "gelu_tanh"
+    assert any("tanh approximation" in n for n in model.load_report.notes)
     for k, v in ref.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     x = torch.randn(2, 3, 32, 32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, init_values: float | None = None,
-                 drop_path: float = 0.0, norm_eps: float = 1e-6, act_layer: type[nn.Module] = nn.GELU) -> None:
+                 drop_path: float = 0.0, norm_eps: float = 1e-6, act_layer: Callable[[], nn.Module] = nn.GELU) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)

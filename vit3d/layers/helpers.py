@@ -5,6 +5,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
+from torch import nn
+
+# The convolution of each number of spatial dims (patch embedding, CCT tokenizer).
+CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
 
 def to_ntuple(value: int | Sequence[int], n: int, name: str = "value") -> tuple[int, ...]:
     """Return ``value`` as a tuple of ``n`` ints, broadcasting a scalar.

@@ -19,9 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .helpers import check_divisible, check_input_shape, infer_spatial_dims, to_ntuple
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+from .helpers import CONV, check_divisible, check_input_shape, infer_spatial_dims, to_ntuple
 
 
 class PatchEmbed(nn.Module):
@@ -44,7 +42,7 @@ class PatchEmbed(nn.Module):
                  dynamic_img_size: bool = False) -> None:
         super().__init__()
         n = spatial_dims or infer_spatial_dims(img_size, patch_size)
-        if n not in _CONV:
+        if n not in CONV:
             raise ValueError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
         self.spatial_dims = n
         self.img_size = to_ntuple(img_size, n, "img_size")
@@ -54,7 +52,7 @@ class PatchEmbed(nn.Module):
         self.num_patches = math.prod(self.grid_size)
         self.in_chans = in_chans
         self.dynamic_img_size = dynamic_img_size
-        self.proj = _CONV[n](in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
+        self.proj = CONV[n](in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
 
     def grid_for(self, spatial: Sequence[int]) -> tuple[int, ...]:
         """Token grid for an input of ``spatial`` size, validating it against the model."""

@@ -64,3 +64,24 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_size: Sequence[int], old_siz
                          antialias=antialias if mode in ("bilinear", "bicubic") else False)
     grid = grid.movedim(1, -1).reshape(1, -1, dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
+
+
+def sinusoid_table(num_positions: int, dim: int, temperature: float = 10000.0,
+                   dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 1-D sin-cos table over a flattened token index (Vaswani et al. 2017, section 3.5).
+
+    Channel ``2i`` holds ``sin(pos / temperature^(2i / dim))`` and channel ``2i + 1`` the cosine of the same
+    angle, interleaved: the layout of VideoMAE (Tong et al. 2022, https://arxiv.org/abs/2203.12602), whose
+    checkpoints store no table and regenerate this one over the ``(t, h, w)`` row-major token order.
+
+    Returns:
+        ``(num_positions, dim)`` tensor.
+    """
+    if num_positions < 1 or dim < 1:
+        raise ValueError(f"sinusoid_table needs num_positions >= 1 and dim >= 1, got {num_positions}, {dim}")
+    pos = torch.arange(num_positions, dtype=torch.float64, device=device)[:, None]
+    exponent = (torch.arange(dim, device=device) // 2).to(torch.float64) * 2 / dim
+    angles = pos / temperature ** exponent[None]
+    table = angles.clone()
+    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    return table.to(dtype)

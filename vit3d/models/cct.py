@@ -22,18 +22,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
-from vit3d.layers import Block, check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
-from vit3d.layers.helpers import check_input_shape, to_ntuple
+from vit3d.layers import check_choice, infer_spatial_dims, resample_pos_embed, sincos_pos_embed
+from vit3d.layers.helpers import CONV, check_input_shape, to_ntuple
 
-from ._base import ClassifierMixin
+from ._base import ClassifierMixin, build_blocks, check_core
 from .registry import build_model, register_model
 
 __all__ = ["CCT", "ConvTokenizer"]
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
@@ -75,7 +73,7 @@ class ConvTokenizer(nn.Module):
                  conv_channels: int = 64, conv_bias: bool = False) -> None:
         super().__init__()
         n = spatial_dims
-        if n not in _CONV:
+        if n not in CONV:
             raise ValueError(f"spatial_dims={n} is not supported; use 1, 2 or 3")
         if n_conv_layers < 1:
             raise ValueError(f"n_conv_layers must be at least 1, got {n_conv_layers}")
@@ -98,7 +96,7 @@ class ConvTokenizer(nn.Module):
         widths = [in_chans] + [conv_channels] * (n_conv_layers - 1) + [embed_dim]
         self.conv_layers = nn.Sequential(*[
             nn.Sequential(
-                _CONV[n](c_in, c_out, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                CONV[n](c_in, c_out, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
                          bias=conv_bias),
                 nn.ReLU(inplace=True),
                 _POOL[n](kernel_size=self.pooling_kernel_size, stride=self.pooling_stride,
@@ -212,13 +210,7 @@ class CCT(ClassifierMixin, nn.Module):
     ) -> None:
         super().__init__()
         check_choice("pos_embed", pos_embed, ("learn", "sincos", "none"))
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}; pick num_heads "
-                             f"among the divisors of {embed_dim}")
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes ({num_classes}) must be >= 0")
+        check_core(embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_classes=num_classes, in_chans=in_chans)
         n = spatial_dims or infer_spatial_dims(img_size, kernel_size, stride, padding, pooling_kernel_size,
                                                pooling_stride, pooling_padding)
         self.spatial_dims = n
@@ -245,12 +237,9 @@ class CCT(ClassifierMixin, nn.Module):
             self.pos_embed = None
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # python floats: meta-device safe
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                  attn_drop=attn_drop_rate, drop_path=dpr[i], norm_eps=norm_eps)
-            for i in range(depth)
-        ])
+        self.blocks = build_blocks(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                   qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                                   drop_path_rate=drop_path_rate, norm_eps=norm_eps)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.attention_pool = nn.Linear(embed_dim, 1)
         self.head_drop = nn.Dropout(drop_rate)
@@ -300,12 +289,7 @@ class CCT(ClassifierMixin, nn.Module):
         x = self.tokenizer(x)
         pos = self._pos_table(grid, x)
         x = self.pos_drop(x + pos if pos is not None else x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(self.forward_blocks(x))
 
     def sequence_pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sequence pooling of tokens ``(B, N, D)``: returns pooled ``(B, D)`` and the weights ``(B, N)``."""

@@ -16,20 +16,20 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from vit3d.layers import (
-    Block,
     PatchEmbed,
     check_choice,
     infer_spatial_dims,
     resample_pos_embed,
     sincos_pos_embed,
+    sinusoid_table,
 )
 from vit3d.layers.helpers import to_ntuple
+from vit3d.layers.mlp import ActName
 
-from ._base import ClassifierMixin
+from ._base import ClassifierMixin, build_blocks, check_core
 from .registry import build_model, register_model
 
 __all__ = ["VisionTransformer"]
@@ -53,11 +53,14 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         no_embed_class: add position embeddings to patch tokens only (the class token gets none), as MONAI does.
         global_pool: ``'token'`` reads the class token, ``'avg'`` averages patch tokens.
         fc_norm: LayerNorm after pooling instead of before; defaults to ``global_pool == 'avg'`` as in timm.
-        pos_embed: ``'learn'`` (trainable table), ``'sincos'`` (fixed), ``'none'``, or ``'learn_separable'``:
+        pos_embed: ``'learn'`` (trainable table), ``'sincos'`` (fixed, per grid axis), ``'sincos_seq'`` (fixed
+            1-D table over the flattened token index, VideoMAE's), ``'none'``, or ``'learn_separable'``:
             a trainable table over the in-plane grid (axes 1..n-1, with the class-token slot) plus a
             zero-initialised ``pos_embed_temporal`` ``(1, grid[0], D)`` over axis 0, summed per token
             (TimeSformer-style; what ``vit3d inflate --pos separate`` writes).
         init_values: LayerScale init; ``None`` disables LayerScale.
+        act_layer: MLP activation: ``'gelu'`` (exact; timm, torchvision, HF ViT, VideoMAE) or ``'gelu_tanh'``
+            (tanh approximation; Google's Flax ViT and ViViT checkpoints, HF ``gelu_fast`` / ``gelu_new``).
         norm_eps: LayerNorm epsilon (1e-6 for timm/Google weights, 1e-12 for HF, 1e-5 for MONAI).
         drop_rate: dropout before the head.
         pos_drop_rate: dropout after adding positions.
@@ -85,8 +88,9 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         no_embed_class: bool = False,
         global_pool: Literal["token", "avg"] = "token",
         fc_norm: bool | None = None,
-        pos_embed: Literal["learn", "sincos", "none", "learn_separable"] = "learn",
+        pos_embed: Literal["learn", "sincos", "sincos_seq", "none", "learn_separable"] = "learn",
         init_values: float | None = None,
+        act_layer: ActName = "gelu",
         norm_eps: float = 1e-6,
         drop_rate: float = 0.0,
         pos_drop_rate: float = 0.0,
@@ -98,16 +102,10 @@ class VisionTransformer(ClassifierMixin, nn.Module):
     ) -> None:
         super().__init__()
         check_choice("global_pool", global_pool, ("token", "avg"))
-        check_choice("pos_embed", pos_embed, ("learn", "sincos", "none", "learn_separable"))
+        check_choice("pos_embed", pos_embed, ("learn", "sincos", "sincos_seq", "none", "learn_separable"))
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}; pick num_heads "
-                             f"among the divisors of {embed_dim} (e.g. {embed_dim // 64 or 1} heads of 64)")
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
-        if num_classes < 0 or in_chans < 1:
-            raise ValueError(f"num_classes ({num_classes}) must be >= 0 and in_chans ({in_chans}) >= 1")
+        check_core(embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_classes=num_classes, in_chans=in_chans)
         if not 0.0 <= patch_drop_rate < 1.0:
             raise ValueError(f"patch_drop_rate {patch_drop_rate} must be in [0, 1)")
         n = spatial_dims or infer_spatial_dims(img_size, patch_size)
@@ -120,6 +118,7 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         self.num_prefix_tokens = 1 if class_token else 0
         self.no_embed_class = no_embed_class
         self.pos_embed_type = pos_embed
+        self.act_layer = act_layer
         self.dynamic_img_size = dynamic_img_size
         self.patch_drop_rate = patch_drop_rate
         self.grad_checkpointing = False
@@ -142,16 +141,16 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         elif pos_embed == "sincos":
             # Fixed, so not saved: it is rebuilt exactly for any grid, no interpolation needed.
             self.register_buffer("pos_embed", sincos_pos_embed(grid, embed_dim)[None], persistent=False)
+        elif pos_embed == "sincos_seq":
+            self.register_buffer("pos_embed", sinusoid_table(math.prod(grid), embed_dim)[None], persistent=False)
         else:
             self.pos_embed = None
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth rises linearly
-        self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                  attn_drop=attn_drop_rate, init_values=init_values, drop_path=dpr[i], norm_eps=norm_eps)
-            for i in range(depth)
-        ])
+        self.blocks = build_blocks(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                   qkv_bias=qkv_bias, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                                   drop_path_rate=drop_path_rate, init_values=init_values, norm_eps=norm_eps,
+                                   act_layer=act_layer)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not use_fc_norm else nn.Identity()
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -200,6 +199,8 @@ class VisionTransformer(ClassifierMixin, nn.Module):
             return self.pos_embed
         if self.pos_embed_type == "sincos":
             return sincos_pos_embed(grid, self.embed_dim, dtype=x.dtype, device=x.device)[None]
+        if self.pos_embed_type == "sincos_seq":
+            return sinusoid_table(math.prod(grid), self.embed_dim, dtype=x.dtype, device=x.device)[None]
         prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         return resample_pos_embed(self.pos_embed, grid, self.grid_size, num_prefix_tokens=prefix)
 
@@ -214,7 +215,7 @@ class VisionTransformer(ClassifierMixin, nn.Module):
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         pos = self._pos_table(grid, x)
         cls = self.cls_token.expand(x.shape[0], -1, -1) if self.cls_token is not None else None
-        if self.no_embed_class or self.pos_embed_type == "sincos":
+        if self.no_embed_class or self.pos_embed_type in ("sincos", "sincos_seq"):
             # sin-cos tables cover patch tokens only: a prefix token gets no position (same as a zero slot).
             x = x + pos if pos is not None else x
             x = torch.cat([cls, x], dim=1) if cls is not None else x
@@ -240,12 +241,7 @@ class VisionTransformer(ClassifierMixin, nn.Module):
         grid = self.patch_embed.check_input(x)
         x = self.patch_embed.project(x)
         x = self._patch_drop(self._pos_embed(x, grid))
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(self.forward_blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool tokens ``(B, N, D)`` and classify; ``pre_logits=True`` returns the pooled ``(B, D)`` features."""

@@ -19,7 +19,7 @@ __all__ = ["HINT_KEYS", "infer_config", "vit_config"]
 
 # Keywords the caller may give when shapes cannot settle them (num_heads always; img_size for non-square grids).
 HINT_KEYS = ("num_heads", "img_size", "norm_eps", "pos_embed", "global_pool", "fc_norm", "no_embed_class",
-             "class_token", "qkv_bias")
+             "class_token", "qkv_bias", "act_layer")
 
 
 def _heads_for(dim: int) -> int | None:
@@ -78,6 +78,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
                             "store it: pass num_heads=... if it used another count")
     cfg["num_heads"] = int(heads)
     cfg["norm_eps"] = float(hints.get("norm_eps", 1e-6))
+    cfg["act_layer"] = hints.get("act_layer", "gelu")
 
     # Pooling: timm's fc_norm (avg) or no class token -> average; else the class token.
     has_fc_norm = "fc_norm.weight" in state
@@ -88,9 +89,10 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     pos = state.get("pos_embed")
     if pos is None:
         choice = hints.get("pos_embed")
-        if choice not in ("sincos", "none"):
-            raise ValueError("state has no pos_embed table; pass pos_embed='sincos' (fixed sin-cos positions) "
-                             "or pos_embed='none' to say which the model used")
+        if choice not in ("sincos", "sincos_seq", "none"):
+            raise ValueError("state has no pos_embed table; pass pos_embed='sincos' (fixed sin-cos positions per "
+                             "axis), 'sincos_seq' (VideoMAE's table over the token index) or 'none' to say which "
+                             "the model used")
         cfg["pos_embed"] = choice
         size = hints.get("img_size")
         if size is None:
@@ -136,7 +138,8 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         mlp_ratio=block.mlp.fc1.out_features / model.embed_dim, qkv_bias=block.attn.qkv.bias is not None,
         class_token=model.cls_token is not None, no_embed_class=model.no_embed_class,
         global_pool=model.global_pool, fc_norm=isinstance(model.fc_norm, nn.LayerNorm),
-        pos_embed=model.pos_embed_type, norm_eps=block.norm1.eps, dynamic_img_size=model.dynamic_img_size,
+        pos_embed=model.pos_embed_type, norm_eps=block.norm1.eps, act_layer=model.act_layer,
+        dynamic_img_size=model.dynamic_img_size,
     )
     if isinstance(block.ls1, LayerScale):
         gamma = block.ls1.gamma

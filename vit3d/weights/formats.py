@@ -119,37 +119,116 @@ _HF_V5 = (("attention.o_proj", "attn.proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2",
           ("layernorm_before", "norm1"), ("layernorm_after", "norm2"))
 
 
+# HF ``hidden_act`` -> vit3d ``act_layer``: exact GELU, or one of the spellings of its tanh approximation.
+_HF_ACTS = {"gelu": "gelu", "gelu_fast": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+            "gelu_python_tanh": "gelu_tanh", "gelu_accurate": None}
+# Model prefix of each HF family (``ViTForImageClassification`` nests ``vit.``, ``VivitFor...`` ``vivit.`` ...).
+_HF_PREFIXES = {"vit.": "vit", "vivit.": "vivit", "videomae.": "videomae"}
+
+
+def hf_act_layer(hidden_act: str, source: str = "") -> str:
+    """vit3d ``act_layer`` for a HF config's ``hidden_act``, or a ValueError naming the ones vit3d has."""
+    act = _HF_ACTS.get(str(hidden_act))
+    if act is None:
+        known = sorted(k for k, v in _HF_ACTS.items() if v)
+        raise ValueError(f"HF config hidden_act={hidden_act!r} in {source or 'the checkpoint'} has no vit3d "
+                         f"equivalent; vit3d's MLPs take {known} (exact GELU or its tanh approximation)")
+    return act
+
+
+def _hf_family(t: Tensors, config: dict[str, Any]) -> tuple[str, str]:
+    """``(model_type, prefix)``: from ``config.json`` when there is one, else from the key names."""
+    for prefix, family in _HF_PREFIXES.items():
+        if any(k.startswith(prefix + "embeddings.") for k in t):
+            return config.get("model_type", family), prefix
+    kind = config.get("model_type")
+    if kind is None:  # bare encoder: VideoMAE is the one without positions, q/v-only biases or a 5-D kernel
+        qv_only = any(k.endswith(("attention.q_bias", "attention.query.bias")) for k in t) and not any(
+            k.endswith("attention.attention.key.bias") for k in t)
+        kernel = next((v for k, v in t.items() if k.endswith("patch_embeddings.projection.weight")), None)
+        video = kernel is not None and kernel.ndim == 5
+        kind = "videomae" if qv_only or (video and "embeddings.position_embeddings" not in t) else \
+            "vivit" if video else "vit"
+    return str(kind), ""
+
+
 def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Tensors, Hints]:
-    src = _strip_prefix(t, "vit.", report, keep=("classifier.",))
+    """HF transformers ViT, ViViT and VideoMAE (base models, classifiers, and VideoMAE's pretraining encoder)."""
+    kind, prefix = _hf_family(t, config)
+    if kind not in ("vit", "vivit", "videomae"):
+        raise ValueError(f"HF model_type {kind!r} is not a plain ViT; vit3d reads vit, vivit and videomae "
+                         "checkpoints (TimeSformer's divided attention is a different block: see the README)")
+    src = _strip_prefix(t, prefix, report) if prefix else dict(t)
     out: Tensors = {}
     for old, new in (("embeddings.cls_token", "cls_token"), ("embeddings.position_embeddings", "pos_embed"),
                      ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
                      ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
                      ("layernorm.weight", "norm.weight"), ("layernorm.bias", "norm.bias"),
+                     ("fc_norm.weight", "fc_norm.weight"), ("fc_norm.bias", "fc_norm.bias"),
                      ("classifier.weight", "head.weight"), ("classifier.bias", "head.bias")):
         _move(src, out, old, new, report)
     _drop(src, "embeddings.mask_token", "mask token, used only for masked image modelling", report)
     for part in ("weight", "bias"):
-        _drop(src, f"pooler.dense.{part}", "ViTModel pooler (dense + tanh); not part of last_hidden_state", report)
-    for prefix, layout, qkv in (("encoder.layer.", _HF_LEGACY, ("attention.attention.query", "attention.attention.key",
-                                                                   "attention.attention.value")),
-                                ("layers.", _HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj"))):
-        for i in _blocks(list(src), re.escape(prefix) + r"(\d+)\."):
-            p, q = f"{prefix}{i}.", f"blocks.{i}."
+        _drop(src, f"pooler.dense.{part}", "HF pooler (dense + tanh); not part of last_hidden_state", report)
+    if kind == "videomae":
+        _videomae_extras(src, out, report)
+    for prefix_, layout, qkv in (("encoder.layer.", _HF_LEGACY, ("attention.attention.query",
+                                                                  "attention.attention.key",
+                                                                  "attention.attention.value")),
+                                 ("layers.", _HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj"))):
+        for i in _blocks(list(src), re.escape(prefix_) + r"(\d+)\."):
+            p, q = f"{prefix_}{i}.", f"blocks.{i}."
+            _videomae_qv_bias(src, p, qkv, report)
             for part in ("weight", "bias"):
                 _fuse_qkv(src, out, tuple(f"{p}{n}.{part}" for n in qkv), f"{q}attn.qkv.{part}", report)
                 for old, new in layout:
                     _move(src, out, f"{p}{old}.{part}", f"{q}{new}.{part}", report)
     out.update(src)
     hints: Hints = {"norm_eps": 1e-12, "no_embed_class": False}
+    if kind == "videomae":
+        hints.update(pos_embed="sincos_seq", class_token=False, global_pool="avg")
+        report.notes.append("VideoMAE: fixed sin-cos positions over the token index, rebuilt by the model "
+                            "(pos_embed='sincos_seq'); mean pooling of the patch tokens")
     if config:
-        if config.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"HF config hidden_act={config['hidden_act']!r}; vit3d's blocks use exact GELU "
-                             "('gelu') only")
-        hints.update(num_heads=config.get("num_attention_heads"), norm_eps=config.get("layer_norm_eps", 1e-12),
-                     img_size=config.get("image_size"))
+        hints["act_layer"] = hf_act_layer(config.get("hidden_act", "gelu"), report.source)
+        if hints["act_layer"] != "gelu":
+            report.notes.append(f"MLP activation {config['hidden_act']!r}: the tanh approximation of GELU "
+                                "(act_layer='gelu_tanh')")
+        hints.update(num_heads=config.get("num_attention_heads"), norm_eps=config.get("layer_norm_eps", 1e-12))
+        size = config.get("image_size")
+        if size is not None:
+            plane = (size, size) if isinstance(size, int) else tuple(size)
+            hints["img_size"] = (int(config.get("num_frames", 16)), *plane) if kind != "vit" else plane
         hints = {k: v for k, v in hints.items() if v is not None}
     return out, hints
+
+
+def _videomae_qv_bias(src: Tensors, block: str, qkv: tuple[str, str, str], report: LoadReport) -> None:
+    """VideoMAE keeps biases on q and v only (files: ``q_bias`` / ``v_bias``; transformers 5 in memory:
+    ``query.bias`` / ``value.bias``); the fused qkv bias gets zeros for k, which is what VideoMAE computes."""
+    names = [f"{block}{n}.bias" for n in qkv]
+    for old, new in ((f"{block}attention.attention.q_bias", names[0]), (f"{block}attention.attention.v_bias",
+                                                                        names[2])):
+        if old in src:
+            src[new] = src.pop(old)
+            report.rename(old, new)
+    if names[0] in src and names[2] in src and names[1] not in src:
+        src[names[1]] = torch.zeros_like(src[names[0]])
+        if not any("q/v-only" in n for n in report.notes):
+                report.notes.append("q/v-only biases (VideoMAE): zeros for k in every fused qkv bias")
+
+
+def _videomae_extras(src: Tensors, out: Tensors, report: LoadReport) -> None:
+    """Drop VideoMAE's pretraining decoder; give a mean-pooling encoder without a head its (identity) fc_norm."""
+    for key in [k for k in src if k.startswith(("decoder.", "encoder_to_decoder.")) or k == "mask_token"]:
+        _drop(src, key, "VideoMAE pretraining decoder / mask token; not part of the encoder", report)
+    if "norm.weight" not in out and "fc_norm.weight" not in out:
+        dim = int(src["embeddings.patch_embeddings.projection.weight"].shape[0]) if \
+            "embeddings.patch_embeddings.projection.weight" in src else int(out["patch_embed.proj.weight"].shape[0])
+        out["fc_norm.weight"], out["fc_norm.bias"] = torch.ones(dim), torch.zeros(dim)
+        why = ("VideoMAEModel with mean pooling has no norm after pooling (the classifier adds one); "
+               "identity LayerNorm (ones, zeros), as a fresh one starts")
+        report.reinitialised += [("fc_norm.weight", (dim,), why), ("fc_norm.bias", (dim,), why)]
 
 
 # ---------------------------------------------------------------------- MONAI
@@ -242,7 +321,9 @@ def _from_jax(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[T
         take(f"{p}{mlp}/Dense_0/bias", f"{q}mlp.fc1.bias")
         take(f"{p}{mlp}/Dense_1/kernel", f"{q}mlp.fc2.weight", lambda k: k.T)
         take(f"{p}{mlp}/Dense_1/bias", f"{q}mlp.fc2.bias")
-    report.notes.append("Flax's nn.gelu is the tanh approximation; vit3d (like timm's port) uses exact GELU")
+    hints["act_layer"] = "gelu_tanh"
+    report.notes.append("MLP activation: Flax's nn.gelu, the tanh approximation of GELU (act_layer='gelu_tanh'); "
+                        "timm's ports of these weights run exact GELU instead")
     out.update(src)
     return out, hints
 

@@ -50,7 +50,7 @@ def read_checkpoint(source: str | Path) -> RawCheckpoint:
         path = _weights_in_dir(path)
     elif (path.parent / "config.json").is_file():
         sidecar = _read_json(path.parent / "config.json")
-        if sidecar.get("model_type") == "vit" or "architecture" in sidecar:  # HF ViT or timm hub config
+        if sidecar.get("model_type") in ("vit", "vivit", "videomae") or "architecture" in sidecar:  # HF or timm hub
             config = sidecar
     metadata: dict[str, str] = {}
     notes: list[str] = []
