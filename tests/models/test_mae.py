@@ -27,6 +27,8 @@ CONFIGS = {
     "separable_cls": dict(img_size=(8, 16, 16), patch_size=(4, 4, 4), pos_embed="learn_separable"),
     "no_embed_class": dict(img_size=(8, 16, 16), patch_size=(2, 4, 4), no_embed_class=True),
     "none_layerscale": dict(img_size=(8, 16, 16), patch_size=(2, 4, 4), pos_embed="none", init_values=1e-2),
+    "sincos_seq_gelu_tanh": dict(img_size=(8, 16, 16), patch_size=(2, 8, 8), pos_embed="sincos_seq",
+                                 class_token=False, global_pool="avg", act_layer="gelu_tanh"),
     "2d": dict(img_size=(16, 16), patch_size=(4, 4), spatial_dims=2),
 }
 

@@ -21,15 +21,15 @@ from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
-from vit3d.layers import Block, check_choice, sincos_pos_embed
+from vit3d.layers import check_choice, sincos_pos_embed, sinusoid_table
 from vit3d.layers.patch_embed import patchify
 
+from ._base import build_blocks
 from .vit import VisionTransformer
 
-__all__ = ["MaskedAutoencoder", "TokenMask", "flat_sincos_pos_embed", "mask_from_bool", "num_masked", "patch_targets",
+__all__ = ["MaskedAutoencoder", "TokenMask", "mask_from_bool", "num_masked", "patch_targets",
            "random_mask", "tube_mask", "unpatchify"]
 
 
@@ -161,16 +161,6 @@ def unpatchify(patches: torch.Tensor, grid: Sequence[int], patch_size: Sequence[
     return x.reshape(B, in_chans, *[g * p for g, p in zip(grid, patch_size, strict=True)])
 
 
-def flat_sincos_pos_embed(num_tokens: int, dim: int) -> torch.Tensor:
-    """VideoMAE's 1D table over the flat token index: channel ``j`` of token ``t`` is ``sin`` (even ``j``) or
-    ``cos`` (odd ``j``) of ``t / 10000 ** (2 * (j // 2) / dim)``; ``(num_tokens, dim)`` float32."""
-    pos = torch.arange(num_tokens, dtype=torch.float64)[:, None]
-    j = torch.arange(dim, dtype=torch.float64)
-    angles = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.div(j, 2, rounding_mode="floor") / dim)
-    table = torch.where(j.long() % 2 == 0, angles.sin(), angles.cos())
-    return table.float()
-
-
 # ---------------------------------------------------------------------- the autoencoder
 class MaskedAutoencoder(nn.Module):
     """A ViT encoder that sees only the visible patches, and a light decoder that predicts the hidden ones.
@@ -186,8 +176,9 @@ class MaskedAutoencoder(nn.Module):
         decoder_num_heads: decoder attention heads.
         decoder_mlp_ratio: decoder MLP width over ``decoder_embed_dim``.
         decoder_pos_embed: fixed decoder positions: ``'sincos'`` (per axis, :func:`sincos_pos_embed`) or
-            ``'sincos_flat'`` (VideoMAE's table over the flat token index).
-        decoder_norm_eps: epsilon of the decoder's final LayerNorm; the decoder blocks use the encoder's.
+            ``'sincos_seq'`` (VideoMAE's table over the flat token index, :func:`sinusoid_table`).
+        decoder_norm_eps: epsilon of the decoder's final LayerNorm; the decoder blocks use the encoder's eps,
+            activation and qkv bias.
         mask_type: ``'random'`` (patches anywhere; volumes) or ``'tube'`` (whole tubes along axis 0; clips).
         mask_ratio: share of patches hidden (0.75 in MAE, 0.9 in VideoMAE).
         norm_pix_loss: predict per-patch, per-channel normalised pixels (see :func:`patch_targets`).
@@ -203,7 +194,7 @@ class MaskedAutoencoder(nn.Module):
         decoder_depth: int = 4,
         decoder_num_heads: int = 8,
         decoder_mlp_ratio: float = 4.0,
-        decoder_pos_embed: Literal["sincos", "sincos_flat"] = "sincos",
+        decoder_pos_embed: Literal["sincos", "sincos_seq"] = "sincos",
         decoder_norm_eps: float | None = None,
         mask_type: Literal["random", "tube"] = "random",
         mask_ratio: float = 0.75,
@@ -214,7 +205,7 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         if not isinstance(encoder, VisionTransformer):
             raise ValueError(f"MaskedAutoencoder wraps a vit3d VisionTransformer, got {type(encoder).__name__}")
-        check_choice("decoder_pos_embed", decoder_pos_embed, ("sincos", "sincos_flat"))
+        check_choice("decoder_pos_embed", decoder_pos_embed, ("sincos", "sincos_seq"))
         check_choice("mask_type", mask_type, ("random", "tube"))
         if decoder_embed_dim % decoder_num_heads:
             raise ValueError(f"decoder_embed_dim {decoder_embed_dim} is not divisible by decoder_num_heads "
@@ -238,11 +229,11 @@ class MaskedAutoencoder(nn.Module):
         block = encoder.blocks[0]
         self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_embed_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
-        self.decoder_blocks = nn.Sequential(*[
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=decoder_mlp_ratio,
-                  qkv_bias=block.attn.qkv.bias is not None, norm_eps=eps)
-            for _ in range(decoder_depth)
-        ])
+        self.decoder_blocks = build_blocks(embed_dim=decoder_embed_dim, depth=decoder_depth,
+                                           num_heads=decoder_num_heads, mlp_ratio=decoder_mlp_ratio,
+                                           qkv_bias=block.attn.qkv.bias is not None, proj_drop_rate=0.0,
+                                           attn_drop_rate=0.0, drop_path_rate=0.0, norm_eps=eps,
+                                           act_layer=encoder.act_layer)
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=eps if decoder_norm_eps is None else decoder_norm_eps)
         patch_dim = encoder.in_chans * math.prod(encoder.patch_size)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_dim)
@@ -259,8 +250,8 @@ class MaskedAutoencoder(nn.Module):
 
     def _decoder_table(self, grid: tuple[int, ...]) -> torch.Tensor:
         dim = self.mask_token.shape[-1]
-        if self.decoder_pos_type == "sincos_flat":
-            return flat_sincos_pos_embed(math.prod(grid), dim)[None]
+        if self.decoder_pos_type == "sincos_seq":
+            return sinusoid_table(math.prod(grid), dim)[None]
         return sincos_pos_embed(grid, dim)[None]
 
     # ------------------------------------------------------------------ masks and targets
@@ -291,12 +282,7 @@ class MaskedAutoencoder(nn.Module):
         p = enc.num_prefix_tokens
         visible = tokens[:, p:].gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
         h = torch.cat([tokens[:, :p], visible], dim=1)
-        if enc.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for blk in enc.blocks:
-                h = torch.utils.checkpoint.checkpoint(blk, h, use_reentrant=False)
-        else:
-            h = enc.blocks(h)
-        return enc.norm(h)
+        return enc.norm(enc.forward_blocks(h))
 
     def forward_decoder(self, latent: torch.Tensor, mask: TokenMask) -> torch.Tensor:
         """Predict the hidden patches: encoder tokens ``(B, prefix + K, D)`` -> ``(B, M, C * prod(patch))`` in
