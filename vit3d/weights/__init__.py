@@ -25,11 +25,12 @@ from .load import (
 )
 from .report import Checkpoint, LoadReport
 from .video import convert_hf_video, convert_videomae, convert_vivit
+from .videomae_pretraining import convert_videomae_pretraining, load_videomae_pretraining
 
 __all__ = [
     "FORMATS", "Checkpoint", "LoadReport", "adapt_checkpoint", "adapt_input_conv", "convert_hf_video",
-    "convert_videomae", "convert_vivit", "create_pretrained",
-    "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model",
+    "convert_videomae", "convert_videomae_pretraining", "convert_vivit", "create_pretrained",
+    "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model", "load_videomae_pretraining",
     "load_state_strict", "resample_checkpoint_pos", "save_checkpoint", "save_model", "set_classifier",
     "set_in_chans", "vit_config",
 ]
