@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "validate": ("pipelines.train", True, "evaluate a checkpoint on the validation split"),
     "test": ("pipelines.train", True, "evaluate a checkpoint on the test split (multi-view averaging for clips)"),
     "predict": ("pipelines.train", True, "predict new files and write a CSV of labels and probabilities"),
+    "pretrain": ("pipelines.pretrain", False, "masked-autoencoder pretraining on unlabelled volumes or clips"),
     "inflate": ("pipelines.commands.inflate", False, "turn a 2D ViT checkpoint into a 3D vit3d safetensors file"),
     "models": ("pipelines.commands.models", False, "list registered models, or show one model's config"),
     "explain": ("pipelines.commands.explain", False, "attention maps / rollout for a volume or clip"),
