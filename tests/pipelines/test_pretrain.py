@@ -168,3 +168,15 @@ def test_clips_continue_videomae_pretraining(clips: Path, tmp_path: Path) -> Non
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["data_kind"] == "clip"
     assert "model.decoder_pred.weight" in ckpt["state_dict"]
+
+
+@pytest.mark.parametrize(("pretrain", "fit"), [("pretrain_volumes.yaml", "demo_volumes.yaml"),
+                                               ("pretrain_clips.yaml", "demo_clips.yaml")])
+def test_shipped_configs_parse_and_match_their_fit_config(pretrain: str, fit: str, capsys) -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert vit3d(["pretrain", "-c", str(configs / pretrain), "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    target = yaml.safe_load((configs / fit).read_text())
+    # the encoder is the fit config's model, so `fit --model.pretrained encoder.safetensors` needs nothing else
+    assert printed["model"]["model"] == target["model"]["model"]
+    assert printed["model"]["model_args"] == target["model"]["model_args"]
