@@ -180,3 +180,21 @@ def test_shipped_configs_parse_and_match_their_fit_config(pretrain: str, fit: st
     # the encoder is the fit config's model, so `fit --model.pretrained encoder.safetensors` needs nothing else
     assert printed["model"]["model"] == target["model"]["model"]
     assert printed["model"]["model_args"] == target["model"]["model_args"]
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke(tmp_path: Path) -> None:
+    """benchmarks/pretrain_finetune.py end to end at its smoke sizes: every arm fine-tunes the same steps."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pretrain_finetune.py"
+    spec = importlib.util.spec_from_file_location("pretrain_finetune", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out.json"
+    assert bench.main(["--smoke", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["arm"] for r in rows] == ["scratch", "mae"]
+    assert rows[0]["finetune_steps"] == rows[1]["finetune_steps"] == 4
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows) and rows[1]["pretrain_steps"] > 0
