@@ -198,3 +198,27 @@ def test_benchmark_script_smoke(tmp_path: Path) -> None:
     assert [r["arm"] for r in rows] == ["scratch", "mae"]
     assert rows[0]["finetune_steps"] == rows[1]["finetune_steps"] == 4
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows) and rows[1]["pretrain_steps"] > 0
+
+
+@pytest.mark.slow  # two processes on a shared CPU: ~2 min; the fit DDP test covers the shared machinery by default
+def test_two_process_ddp_ranks_agree_and_one_encoder_is_written(volumes: Path, tmp_path: Path) -> None:
+    """`vit3d pretrain` under DDP on CPU (gloo, 2 processes): same weights on both ranks, the encoder written once."""
+    import os
+    import subprocess
+    import sys
+
+    config = volume_config(volumes, tmp_path / "run", max_steps=3, devices=2, strategy="ddp", callbacks=[
+        {"class_path": "vit3d_test_probes.WeightsHash", "init_args": {"out_dir": str(tmp_path / "hashes")}}])
+    config["data"]["init_args"]["batch_size"] = 2
+    cfg = write_yaml(tmp_path / "ddp.yaml", config)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROBES), str(repo), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29600 + os.getpid() % 1000)}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "pretrain", "-c", str(cfg)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (h0, step0, world0, _), (h1, step1, _, _) = ((tmp_path / "hashes" / f"rank{r}.txt").read_text().split()
+                                                 for r in (0, 1))
+    assert world0 == "2" and step0 == step1 == "3" and h0 == h1
+    assert (tmp_path / "run/encoder.safetensors").is_file()
+    assert proc.stdout.count("vit3d pretrain: wrote") + proc.stderr.count("vit3d pretrain: wrote") == 1
