@@ -222,3 +222,27 @@ def test_two_process_ddp_ranks_agree_and_one_encoder_is_written(volumes: Path, t
     assert world0 == "2" and step0 == step1 == "3" and h0 == h1
     assert (tmp_path / "run/encoder.safetensors").is_file()
     assert proc.stdout.count("vit3d pretrain: wrote") + proc.stderr.count("vit3d pretrain: wrote") == 1
+
+
+def test_starts_from_a_2d_checkpoint_inflated_on_the_fly_or_an_inflate_file(tmp_path: Path) -> None:
+    import vit3d
+    from pipelines.pretrain import MAEModule
+    from vit3d.weights import inflate_file, save_model
+
+    two_d = vit3d.create_model("vit_tiny_patch16_2d", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                               num_classes=10)
+    src = save_model(two_d, tmp_path / "vit2d.safetensors")
+    inflated = tmp_path / "vit3d.safetensors"
+    inflate_file(src, inflated, frames=16, tubelet=4, in_chans=1, num_classes=0)
+    x = torch.randn(2, 1, 16, 32, 32)
+    for model, pretrained in (("vit_tiny_patch16_3d", src), (None, inflated)):
+        args = {"patch_size": [4, 8, 8], "embed_dim": 32, "depth": 2, "num_heads": 2} if model else None
+        module = MAEModule(model, model_args=args, pretrained=str(pretrained), in_chans=1, img_size=[16, 32, 32],
+                           **TINY_DECODER)
+        encoder = module.model.encoder
+        assert torch.equal(encoder.blocks[1].mlp.fc2.weight, two_d.blocks[1].mlp.fc2.weight)
+        assert encoder.num_classes == 0 and encoder.in_chans == 1 and encoder.patch_size == (4, 8, 8)
+        loss = module.model(x, module.model.random_mask(x, torch.Generator().manual_seed(0)))
+        assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="VisionTransformer"):
+        MAEModule("cct_2_3x2_32_3d", in_chans=1, img_size=[16, 32, 32])
