@@ -402,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
                 trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT},
                 save_config_kwargs={"overwrite": True},
                 auto_configure_optimizers=False,
-                parser_kwargs={"prog": "vit3d pretrain", "fit": {"prog": "vit3d pretrain", "usage": usage}},
+                parser_kwargs={"prog": "vit3d pretrain", "fit": {
+                    "prog": "vit3d pretrain", "usage": usage,
+                    "description": "Masked-autoencoder pretraining on unlabelled volumes or clips; writes "
+                                   "<root>/encoder.safetensors for vit3d fit --model.pretrained."}},
                 args=["fit", *argv],
             )
     except ConfigError as err:
