@@ -274,7 +274,8 @@ class MaskedAutoencoder(nn.Module):
         """Encode the visible patches: ``(B, C, *spatial)`` and ``(B, K)`` indices -> ``(B, prefix + K, D)``.
 
         Positions are added on the whole grid first, so each kept token carries its own position whatever the
-        encoder's position type.
+        encoder's position type (the ViT's own ``_pos_embed``: one place decides how every type is added). The
+        encoder's random ``patch_drop_rate`` is not applied: the mask takes its place.
         """
         enc = self.encoder
         grid = enc.patch_embed.check_input(x)
