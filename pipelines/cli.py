@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "predict": ("pipelines.train", True, "predict new files and write a CSV of labels and probabilities"),
     "pretrain": ("pipelines.pretrain", False, "masked-autoencoder pretraining on unlabelled volumes or clips"),
     "inflate": ("pipelines.commands.inflate", False, "turn a 2D ViT checkpoint into a 3D vit3d safetensors file"),
+    "adapt": ("pipelines.commands.adapt", False, "change frames, tubelet, size, channels, classes of a 3D checkpoint"),
     "models": ("pipelines.commands.models", False, "list registered models, or show one model's config"),
     "explain": ("pipelines.commands.explain", False, "attention maps / rollout for a volume or clip"),
     "bench": ("pipelines.commands.bench", False, "time training steps, FLOP/s and memory of a model"),

@@ -1,7 +1,7 @@
 """vit3d: Vision Transformers for images, CT/MRI volumes and video clips."""
 
 from vit3d.factory import create_model
-from vit3d.models import VisionTransformer, list_models, register_model
+from vit3d.models import VisionTransformer, list_models, list_pretrained, register_model
 
 __version__ = "0.1.0"
 
@@ -13,4 +13,5 @@ def load_model(path, **overrides):  # noqa: ANN001, ANN201 - thin re-export, doc
     return _load_model(path, **overrides)
 
 
-__all__ = ["VisionTransformer", "__version__", "create_model", "list_models", "load_model", "register_model"]
+__all__ = ["VisionTransformer", "__version__", "create_model", "list_models", "list_pretrained", "load_model",
+           "register_model"]

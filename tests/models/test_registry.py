@@ -10,6 +10,8 @@ from vit3d.models import list_models
 TINY_OVERRIDES = {
     "vit_": dict(embed_dim=32, depth=2, num_heads=2, num_classes=3),
     "simple_vit_": dict(embed_dim=36, depth=2, num_heads=2, num_classes=3),
+    "videomae_": dict(embed_dim=32, depth=2, num_heads=2, num_classes=3),
+    "vivit_": dict(embed_dim=32, depth=2, num_heads=2, num_classes=3),
     "cct_": dict(embed_dim=32, depth=1, num_heads=2, num_classes=3, conv_channels=8, img_size=16),
 }
 TINY_GEOMETRY = {"2d": dict(img_size=(16, 16), patch_size=(8, 8)),
@@ -73,3 +75,21 @@ def test_register_model_rejects_duplicates():
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(vit_tiny_patch16_2d)
+
+
+def test_pretrained_tags_name_registered_models():
+    """Every tag belongs to a registered preset, each preset's first tag is its default, and a tagged name builds
+    the preset's architecture (weights only with pretrained=True, as in timm)."""
+    from vit3d.models import is_model, list_pretrained, pretrained_tag
+
+    tags = list_pretrained()
+    assert "vit_base_patch16_3d.augreg_in21k" in tags and "videomae_base_patch16_3d.kinetics400" in tags
+    for full in tags:
+        base = full.split(".")[0]
+        assert is_model(base) and is_model(full)
+        assert pretrained_tag(full)[1].source.startswith("hf-hub:")
+    assert pretrained_tag("vit_base_patch16_3d")[0] == "augreg_in21k_ft_in1k"
+    assert not is_model("vit_base_patch16_3d.nope")
+    with torch.device("meta"):
+        model = vit3d.create_model("vit_base_patch16_3d.augreg_in21k")
+    assert model.img_size == (16, 224, 224) and not hasattr(model, "load_report")

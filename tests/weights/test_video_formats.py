@@ -137,3 +137,15 @@ def test_unknown_activation_is_refused():
     src = transformers.VivitModel(_vivit_cfg(hidden_act="relu"))
     with pytest.raises(ValueError, match="hidden_act='relu'"):
         convert_vivit(src.state_dict(), src.config.to_dict())
+
+
+def test_timesformer_is_refused_with_the_reason(tmp_path):
+    """TimeSformer's divided attention is not the ViT block (README: TimeSformer); its files say so, by name."""
+    from vit3d.errors import CheckpointError
+
+    cfg = transformers.TimesformerConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, image_size=16, patch_size=8, num_frames=2)
+    transformers.TimesformerModel(cfg).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="model_type 'timesformer' is not a plain ViT.*divided"):
+        load_2d(tmp_path)
+

@@ -2,8 +2,19 @@
 
 from .cct import CCT
 from .mae import MaskedAutoencoder
-from .registry import build_model, is_model, list_models, model_entrypoint, register_model
+from .registry import (
+    PretrainedTag,
+    build_model,
+    is_model,
+    list_models,
+    list_pretrained,
+    model_entrypoint,
+    pretrained_tag,
+    register_model,
+    register_pretrained,
+    split_model_name,
+)
 from .vit import VisionTransformer
 
-__all__ = ["CCT", "MaskedAutoencoder", "VisionTransformer", "build_model", "is_model", "list_models", "model_entrypoint",
-           "register_model"]
+__all__ = ["CCT", "MaskedAutoencoder", "PretrainedTag", "VisionTransformer", "build_model", "is_model", "list_models",
+           "list_pretrained", "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained", "split_model_name"]

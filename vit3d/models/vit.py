@@ -30,7 +30,7 @@ from vit3d.layers.helpers import to_ntuple
 from vit3d.layers.mlp import ActName
 
 from ._base import ClassifierMixin, build_blocks, check_core
-from .registry import build_model, register_model
+from .registry import PretrainedTag, build_model, register_model, register_pretrained
 
 __all__ = ["VisionTransformer"]
 
@@ -265,12 +265,19 @@ _GEOMETRY = {
     "2d": dict(img_size=224, patch_size=16, spatial_dims=2),
     "3d": dict(img_size=(16, 224, 224), patch_size=(2, 16, 16), spatial_dims=3),
 }
-_SIMPLE = dict(pos_embed="sincos", class_token=False, global_pool="avg", qkv_bias=False)
+# Configurations of the one ViT: SimpleViT (Beyer et al. 2022); VideoMAE (Tong et al. 2022): sin-cos table over
+# the token index, mean pooling with fc_norm; ViViT model 1 (Arnab et al. 2021): 32-frame clips, Flax's tanh GELU.
+_FAMILIES = {
+    "simple": dict(pos_embed="sincos", class_token=False, global_pool="avg", qkv_bias=False),
+    "videomae": dict(pos_embed="sincos_seq", class_token=False, global_pool="avg", fc_norm=True),
+    "vivit": dict(img_size=(32, 224, 224), act_layer="gelu_tanh"),
+}
 
 
 def _vit(name: str, overrides: dict[str, Any]) -> VisionTransformer:
     size, dims = name.split("_")[-3], name.split("_")[-1]
-    defaults = {**_SIZES[size], **_GEOMETRY[dims], **(_SIMPLE if name.startswith("simple_") else {})}
+    family = _FAMILIES.get(name.split("_")[0], {})
+    defaults = {**_SIZES[size], **_GEOMETRY[dims], **family}
     return build_model(VisionTransformer, defaults, overrides, name=name)
 
 
@@ -342,3 +349,44 @@ def simple_vit_small_patch16_3d(**kwargs: Any) -> VisionTransformer:
 @register_model
 def simple_vit_base_patch16_3d(**kwargs: Any) -> VisionTransformer:
     return _vit("simple_vit_base_patch16_3d", kwargs)
+
+
+@register_model
+def videomae_base_patch16_3d(**kwargs: Any) -> VisionTransformer:
+    return _vit("videomae_base_patch16_3d", kwargs)
+
+
+@register_model
+def videomae_large_patch16_3d(**kwargs: Any) -> VisionTransformer:
+    return _vit("videomae_large_patch16_3d", kwargs)
+
+
+@register_model
+def vivit_base_patch16_3d(**kwargs: Any) -> VisionTransformer:
+    return _vit("vivit_base_patch16_3d", kwargs)
+
+
+# ---------------------------------------------------------------------- pretrained tags
+# timm's ports of the AugReg ViTs (Steiner et al. 2022, "How to train your ViT?", https://arxiv.org/abs/2106.10270).
+# A 3D preset loads the same 2D files, inflated on the fly with vit3d's defaults (vit3d.weights.inflate).
+_INFLATED = ("2D weights inflated on load: central-frame tubelet kernel (ViViT), 2D position grid resampled to "
+             "the in-plane grid and tiled over the frames; class token and head kept")
+for _size in ("tiny", "small", "base", "large"):
+    for _tag, _classes, _what in (("augreg_in21k_ft_in1k", 1000, "ImageNet-21k, fine-tuned on ImageNet-1k"),
+                                  ("augreg_in21k", 21843, "ImageNet-21k")):
+        _src = f"hf-hub:timm/vit_{_size}_patch16_224.{_tag}"
+        register_pretrained(f"vit_{_size}_patch16_2d", _tag, PretrainedTag(
+            _src, f"AugReg {_what} (Steiner et al. 2022), timm", _classes, "loaded as is (timm layout)"))
+        register_pretrained(f"vit_{_size}_patch16_3d", _tag, PretrainedTag(
+            _src, f"AugReg {_what} (Steiner et al. 2022), timm", _classes, _INFLATED))
+for _size in ("base", "large"):
+    register_pretrained(f"videomae_{_size}_patch16_3d", "kinetics400", PretrainedTag(
+        f"hf-hub:MCG-NJU/videomae-{_size}-finetuned-kinetics", "VideoMAE self-supervised on Kinetics-400, "
+        "fine-tuned on its 400 classes (Tong et al. 2022)", 400, "HF VideoMAE layout converted; sin-cos table "
+        "rebuilt by the model; q/v biases fused with a zero k bias"))
+register_pretrained("videomae_base_patch16_3d", "kinetics400_pt", PretrainedTag(
+    "hf-hub:MCG-NJU/videomae-base", "VideoMAE self-supervised on Kinetics-400, no fine-tuning (Tong et al. 2022)",
+    0, "encoder only: pretraining decoder and mask token dropped; final LayerNorm kept (fc_norm off)"))
+register_pretrained("vivit_base_patch16_3d", "kinetics400", PretrainedTag(
+    "hf-hub:google/vivit-b-16x2-kinetics400", "ViViT-B/16x2 model 1 on Kinetics-400 (Arnab et al. 2021)", 400,
+    "HF ViViT layout converted; tanh-approximate GELU (gelu_fast) kept"))

@@ -3,23 +3,117 @@ the constructor keywords of a built :class:`VisionTransformer`."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from vit3d.errors import CheckpointError
 from vit3d.layers import LayerScale
-from vit3d.models import VisionTransformer
+from vit3d.models import CCT, VisionTransformer
 
 from .report import LoadReport
 
-__all__ = ["HINT_KEYS", "infer_config", "vit_config"]
+__all__ = ["HINT_KEYS", "LIMITS", "UnknownGridError", "cct_config", "check_fits", "check_stored_config",
+           "infer_config", "model_config", "vit_config"]
 
 # Keywords the caller may give when shapes cannot settle them (num_heads always; img_size for non-square grids).
 HINT_KEYS = ("num_heads", "img_size", "norm_eps", "pos_embed", "global_pool", "fc_norm", "no_embed_class",
              "class_token", "qkv_bias", "act_layer")
+
+
+class UnknownGridError(ValueError):
+    """The position table's token count is no square/cube grid of the patch: the input size must be given."""
+
+
+# Bounds on the numbers a file's metadata may claim, checked before anything is allocated from them (a 2.6 B
+# parameter ViT-G is depth 48, width 1664; a 16x224x224 clip at 2x16x16 is 1,568 tokens). Past these, a file is
+# refused rather than trusted to fit in memory.
+LIMITS: dict[str, tuple[float, float]] = {
+    "depth": (1, 256), "embed_dim": (1, 16384), "num_heads": (1, 1024), "in_chans": (1, 4096),
+    "num_classes": (0, 1_000_000), "mlp_ratio": (1 / 64, 64), "img_size": (1, 65536), "patch_size": (1, 4096),
+    "spatial_dims": (1, 3), "tokens": (1, 2 ** 17),
+}
+
+
+def check_stored_config(config: Mapping[str, Any], source: str = "") -> dict[str, Any]:
+    """Validate a constructor config read from a file (vit3d safetensors metadata) before any model is built.
+
+    Keys must be :class:`VisionTransformer` keywords; sizes and counts must be numbers of the right type inside
+    :data:`LIMITS`, with ``img_size`` / ``patch_size`` one entry per spatial dim and at most ``LIMITS['tokens']``
+    patches. Returns the config with sizes as tuples.
+
+    Raises:
+        CheckpointError: naming the file, the key, the value and the bound.
+    """
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint metadata 'vit3d.config' {what}", file=source or None,
+                               fix="the file is damaged or was not written by vit3d; refusing to build a model "
+                                   "from it")
+
+    params = inspect.signature(VisionTransformer.__init__).parameters
+    unknown = sorted(set(config) - set(params) - {"self"})
+    if unknown:
+        raise bad(f"has unknown keys {unknown}")
+    cfg = dict(config)
+    for key in ("depth", "embed_dim", "num_heads", "in_chans", "num_classes", "spatial_dims"):
+        if key in cfg:
+            value = cfg[key]
+            lo, hi = LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise bad(f"says {key}: {value!r}; expected an integer in [{lo:g}, {hi:g}]")
+    if "mlp_ratio" in cfg:
+        value, (lo, hi) = cfg["mlp_ratio"], LIMITS["mlp_ratio"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise bad(f"says mlp_ratio: {value!r}; expected a number in [{lo:g}, {hi:g}]")
+    dims = cfg.get("spatial_dims")
+    for key in ("img_size", "patch_size"):
+        if key not in cfg:
+            raise bad(f"has no {key}")
+        value = cfg[key]
+        values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        lo, hi = LIMITS[key]
+        if (not isinstance(values, list | tuple) or not values or (dims is not None and len(values) not in (1, dims))
+                or any(isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi for v in values)):
+            raise bad(f"says {key}: {value!r}; expected {dims or 'one per spatial dim'} integers in [{lo}, {hi}]")
+        cfg[key] = tuple(values) if isinstance(value, list | tuple) else value
+    img, patch = cfg["img_size"], cfg["patch_size"]
+    n = dims or max(len(v) if isinstance(v, tuple) else 1 for v in (img, patch))
+    img_t = img if isinstance(img, tuple) else (img,) * n
+    patch_t = patch if isinstance(patch, tuple) else (patch,) * n
+    tokens = math.prod(max(i // p, 1) for i, p in zip(img_t, patch_t, strict=False))
+    if tokens > LIMITS["tokens"][1]:
+        raise bad(f"says img_size {img} with patch_size {patch}: {tokens:,} tokens, over the limit of "
+                  f"{int(LIMITS['tokens'][1]):,}")
+    return cfg
+
+
+def check_fits(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], source: str = "") -> None:
+    """Check, on the meta device (nothing allocated), that ``VisionTransformer(**config)`` has exactly the
+    tensors of ``state`` with their shapes: a config that does not describe the file's tensors is refused
+    before a model is built or the config is copied anywhere.
+
+    Raises:
+        CheckpointError: naming the file and the first differing tensors.
+    """
+    try:
+        with torch.device("meta"):
+            own = VisionTransformer(**config).state_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"its config cannot build a model ({err})", file=source or None) from err
+    diffs = [f"{k}: file {list(state[k].shape)} vs config {list(v.shape)}" for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if diffs or missing or extra:
+        parts = diffs[:4] + ([f"missing {missing[:4]}"] if missing else [])
+        if extra:
+            parts.append(f"unexpected {[f'{k} {list(state[k].shape)}' for k in extra[:4]]}")
+        raise CheckpointError("its stored config does not describe its tensors: " + "; ".join(parts),
+                              file=source or None, fix="the file is damaged or its metadata was edited")
 
 
 def _heads_for(dim: int) -> int | None:
@@ -46,8 +140,6 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
     """
     hints = dict(hints or {})
     report = report if report is not None else LoadReport()
-    if "__config__" in hints:
-        return dict(hints["__config__"])
     if "patch_embed.proj.weight" not in state:
         raise ValueError(f"state has no patch_embed.proj.weight (keys: {sorted(state)[:8]}...); it is not a "
                          "convolutional-patch ViT")
@@ -119,7 +211,7 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict[str, Any] | None = 
                        if (side := _root(n, spatial_dims))), None)
     if choice is None:
         counts = " or ".join(str(n) for _, n in candidates)
-        raise ValueError(f"pos_embed holds {counts} grid tokens, not a square/cube grid; pass img_size=... "
+        raise UnknownGridError(f"pos_embed holds {counts} grid tokens, not a square/cube grid; pass img_size=... "
                          f"(a size whose grid over patch {patch} has that many cells)")
     cfg["no_embed_class"], grid = choice
     cfg["img_size"] = tuple(g * p for g, p in zip(grid, patch, strict=True))
@@ -145,3 +237,30 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         gamma = block.ls1.gamma
         cfg["init_values"] = 1e-5 if gamma.is_meta else float(gamma.detach().abs().mean()) or 1e-5
     return cfg
+
+
+def cct_config(model: nn.Module) -> dict[str, Any]:
+    """Constructor keywords that rebuild a :class:`vit3d.models.CCT` 's architecture (dropout rates are left at
+    their defaults), read from its modules as :func:`vit_config` does for the ViT."""
+    if not isinstance(model, CCT):
+        raise ValueError(f"cct_config expects a vit3d CCT, got {type(model).__name__}")
+    tok, block = model.tokenizer, model.blocks[0]
+    first_conv = tok.conv_layers[0][0]
+    return dict(
+        img_size=tuple(model.img_size), in_chans=tok.in_chans, num_classes=model.num_classes,
+        spatial_dims=model.spatial_dims, embed_dim=model.embed_dim, depth=len(model.blocks),
+        num_heads=block.attn.num_heads, mlp_ratio=block.mlp.fc1.out_features / model.embed_dim,
+        qkv_bias=block.attn.qkv.bias is not None, n_conv_layers=tok.n_conv_layers,
+        kernel_size=tuple(tok.kernel_size), stride=tuple(tok.stride), padding=tuple(tok.padding),
+        pooling_kernel_size=tuple(tok.pooling_kernel_size), pooling_stride=tuple(tok.pooling_stride),
+        pooling_padding=tuple(tok.pooling_padding),
+        conv_channels=first_conv.out_channels if tok.n_conv_layers > 1 else 64,
+        pos_embed=model.pos_embed_type, norm_eps=block.norm1.eps, dynamic_img_size=model.dynamic_img_size,
+    )
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """Constructor keywords of any vit3d model family (:func:`vit_config` or :func:`cct_config`)."""
+    if isinstance(model, CCT):
+        return cct_config(model)
+    return vit_config(model)

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from vit3d.errors import CheckpointError
+
+from .config import check_stored_config
 from .report import LoadReport, shape
 
-__all__ = ["FORMATS", "convert", "detect_format"]
+__all__ = ["FORMATS", "FORMAT_NAMES", "VIT3D_FORMAT", "Converted", "convert", "detect_format", "hf_act_layer"]
 
 Tensors = dict[str, torch.Tensor]
 Hints = dict[str, Any]
@@ -75,20 +78,33 @@ def _from_timm(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[
     return dict(t), hints
 
 
-def _from_vit3d(t: Tensors, metadata: dict[str, str], report: LoadReport) -> tuple[Tensors, Hints]:
-    config = json.loads(metadata["vit3d.config"])
-    for key in ("img_size", "patch_size"):
-        if isinstance(config.get(key), list):
-            config[key] = tuple(config[key])
-    provenance = json.loads(metadata.get("vit3d.provenance", "{}"))
+def _from_vit3d(t: Tensors, metadata: dict[str, str], report: LoadReport) -> tuple[Tensors, dict[str, Any]]:
+    """A vit3d file: tensors already canonical; the constructor config stored in its metadata, bounds-checked
+    before anything is built from it."""
+    config = check_stored_config(_metadata_json(metadata, "vit3d.config", report.source), report.source)
+    provenance = _metadata_json(metadata, "vit3d.provenance", report.source, required=False)
     if provenance:
         report.notes.append(f"vit3d file; provenance: {provenance}")
-    stored = json.loads(metadata.get("vit3d.report", "{}"))
+    stored = _metadata_json(metadata, "vit3d.report", report.source, required=False)
     if stored:
-        counts = ", ".join(f"{len(stored.get(k, []))} {k}" for k in ("renamed", "resampled", "reinitialised", "dropped"))
+        counts = ", ".join(f"{len(stored.get(k, []))} {k}"
+                           for k in ("renamed", "resampled", "reinitialised", "dropped"))
         report.notes.append(f"when written: {counts} (from {stored.get('source')}, format {stored.get('format')})")
         report.notes += [f"when written: {n}" for n in stored.get("notes", [])]
-    return dict(t), {"__config__": config}
+    return dict(t), config
+
+
+def _metadata_json(metadata: dict[str, str], key: str, source: str, required: bool = True) -> dict[str, Any]:
+    if key not in metadata and not required:
+        return {}
+    try:
+        value = json.loads(metadata[key])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"safetensors metadata {key!r} is missing or not valid JSON", file=source,
+                              fix="write the file again with vit3d.weights.save_model") from err
+    if not isinstance(value, dict):
+        raise CheckpointError(f"safetensors metadata {key!r} is not a JSON object", file=source)
+    return value
 
 
 # ---------------------------------------------------------------------- torchvision
@@ -127,12 +143,12 @@ _HF_PREFIXES = {"vit.": "vit", "vivit.": "vivit", "videomae.": "videomae"}
 
 
 def hf_act_layer(hidden_act: str, source: str = "") -> str:
-    """vit3d ``act_layer`` for a HF config's ``hidden_act``, or a ValueError naming the ones vit3d has."""
+    """vit3d ``act_layer`` for a HF config's ``hidden_act``, or a CheckpointError naming the ones vit3d has."""
     act = _HF_ACTS.get(str(hidden_act))
     if act is None:
         known = sorted(k for k, v in _HF_ACTS.items() if v)
-        raise ValueError(f"HF config hidden_act={hidden_act!r} in {source or 'the checkpoint'} has no vit3d "
-                         f"equivalent; vit3d's MLPs take {known} (exact GELU or its tanh approximation)")
+        raise CheckpointError(f"HF config hidden_act={hidden_act!r} has no vit3d equivalent", file=source or None,
+                              fix=f"vit3d's MLPs take {known} (exact GELU or its tanh approximation)")
     return act
 
 
@@ -156,8 +172,9 @@ def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Te
     """HF transformers ViT, ViViT and VideoMAE (base models, classifiers, and VideoMAE's pretraining encoder)."""
     kind, prefix = _hf_family(t, config)
     if kind not in ("vit", "vivit", "videomae"):
-        raise ValueError(f"HF model_type {kind!r} is not a plain ViT; vit3d reads vit, vivit and videomae "
-                         "checkpoints (TimeSformer's divided attention is a different block: see the README)")
+        raise CheckpointError(f"HF model_type {kind!r} is not a plain ViT", file=report.source or None,
+                              fix="vit3d reads vit, vivit and videomae checkpoints; TimeSformer's divided "
+                                  "space-time attention is a different block (README: TimeSformer)")
     src = _strip_prefix(t, prefix, report) if prefix else dict(t)
     out: Tensors = {}
     for old, new in (("embeddings.cls_token", "cls_token"), ("embeddings.position_embeddings", "pos_embed"),
@@ -178,7 +195,8 @@ def _from_hf(t: Tensors, config: dict[str, Any], report: LoadReport) -> tuple[Te
                                  ("layers.", _HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj"))):
         for i in _blocks(list(src), re.escape(prefix_) + r"(\d+)\."):
             p, q = f"{prefix_}{i}.", f"blocks.{i}."
-            _videomae_qv_bias(src, p, qkv, report)
+            if kind == "videomae":
+                _videomae_qv_bias(src, p, qkv, report)
             for part in ("weight", "bias"):
                 _fuse_qkv(src, out, tuple(f"{p}{n}.{part}" for n in qkv), f"{q}attn.qkv.{part}", report)
                 for old, new in layout:
@@ -352,54 +370,63 @@ def _unstack_blocks(src: Tensors, report: LoadReport) -> Tensors:
 
 
 # ---------------------------------------------------------------------- registry and detection
-# name -> (keys whose presence identifies it, converter)
+# Layouts recognised by their key names: name -> keys whose presence identifies it.
 FORMATS: dict[str, tuple[str, ...]] = {
     "timm": ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight"),
     "torchvision": ("conv_proj.weight", "encoder.pos_embedding"),
     "hf": ("embeddings.patch_embeddings.projection.weight",),
     "jax": ("embedding/kernel",),
     "monai": ("patch_embedding.position_embeddings",),
-    "vit3d": ("safetensors metadata 'vit3d.config'",),
 }
+# vit3d's own safetensors files, recognised by the ``vit3d.config`` entry of their metadata, not by keys.
+VIT3D_FORMAT = "vit3d"
+FORMAT_NAMES = (*FORMATS, VIT3D_FORMAT)
 
 _CONVERTERS = {"timm": _from_timm, "torchvision": _from_torchvision, "hf": _from_hf, "jax": _from_jax,
                "monai": _from_monai}
 
 
+class Converted(NamedTuple):
+    """A canonical state dict with either architecture ``hints`` for :func:`infer_config` (other layouts) or the
+    full constructor ``config`` a vit3d file stores (then ``hints`` is empty)."""
+
+    state: Tensors
+    hints: Hints
+    config: dict[str, Any] | None = None
+
+
 def detect_format(keys: list[str], metadata: dict[str, str] | None = None, source: str = "") -> str:
     """Name of the layout ``keys`` follow, or a ValueError listing what was found and the formats known."""
     if metadata and "vit3d.config" in metadata:
-        return "vit3d"
-    found = []
-    for name, marks in FORMATS.items():
-        if name == "vit3d":
-            continue
-        if all(any(k == m or k.endswith("." + m) or k.endswith("/" + m) for k in keys) for m in marks):
-            found.append(name)
+        return VIT3D_FORMAT
+    found = [name for name, marks in FORMATS.items()
+             if all(any(k == m or k.endswith("." + m) or k.endswith("/" + m) for k in keys) for m in marks)]
     if len(found) == 1:
         return found[0]
     known = "; ".join(f"{n} ({', '.join(m)})" for n, m in FORMATS.items())
     sample = sorted(keys)[:8]
     what = f"it matches several ({found})" if found else "no known layout matched"
-    raise ValueError(f"cannot tell the checkpoint format of {source or 'the state dict'}: {what}. Found "
-                     f"{len(keys)} tensors, e.g. {sample}. Known formats (identifying keys): {known}. Pass "
-                     "format=... (CLI: --format) if the file is one of them")
+    raise CheckpointError(f"cannot tell the checkpoint format: {what}. Found {len(keys)} tensors, e.g. {sample}. "
+                          f"Known formats (identifying keys): {known}; and {VIT3D_FORMAT} (safetensors metadata "
+                          "'vit3d.config')", file=source or None,
+                          fix="pass format=... (CLI: --format) if the file is one of them")
 
 
 def convert(tensors: Tensors, fmt: str, *, config: dict[str, Any] | None = None,
-            metadata: dict[str, str] | None = None, report: LoadReport) -> tuple[Tensors, Hints]:
-    """Canonical state dict and architecture hints from ``tensors`` in layout ``fmt``."""
-    if fmt == "vit3d":
+            metadata: dict[str, str] | None = None, report: LoadReport) -> Converted:
+    """Canonical state dict and architecture hints (or the stored config) from ``tensors`` in layout ``fmt``."""
+    if fmt == VIT3D_FORMAT:
         if not metadata or "vit3d.config" not in metadata:
             raise ValueError(f"{report.source or 'the file'} has no 'vit3d.config' metadata; it was not written "
                              "by vit3d (pick its real format or format='auto')")
-        return _from_vit3d(tensors, metadata, report)
+        state, stored = _from_vit3d(tensors, metadata, report)
+        return Converted(state, {}, stored)
     if fmt not in _CONVERTERS:
-        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMATS]}")
+        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
     keys = list(tensors)
     absent = [m for m in FORMATS[fmt] if not any(k == m or k.endswith(("." + m, "/" + m)) for k in keys)]
     if absent:
         raise ValueError(f"format={fmt!r} expects tensors named like {list(FORMATS[fmt])}, but {absent} are absent "
                          f"from {report.source or 'the state dict'} (found e.g. {sorted(keys)[:8]}); use "
                          f"format='auto' or the file's real format")
-    return _CONVERTERS[fmt](tensors, config or {}, report)
+    return Converted(*_CONVERTERS[fmt](tensors, config or {}, report))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,19 @@ from torch import nn
 from vit3d.layers.helpers import to_ntuple
 from vit3d.models import VisionTransformer, build_model, model_entrypoint
 
-from .adapt import adapt_checkpoint
-from .config import HINT_KEYS, infer_config, vit_config
-from .formats import FORMATS, convert, detect_format
+from .adapt import adapt, adapt_checkpoint
+from .config import HINT_KEYS, UnknownGridError, check_fits, infer_config, vit_config
+from .formats import FORMAT_NAMES, convert, detect_format
 from .inflate import inflate
 from .io import read_checkpoint
 from .report import Checkpoint, LoadReport
 
-__all__ = ["create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict", "save_checkpoint", "save_model"]
+__all__ = ["adapt_file", "create_pretrained", "inflate_file", "load_2d", "load_model", "load_state_strict",
+           "save_checkpoint", "save_model"]
 
 # Properties of how a checkpoint was trained that a named preset takes from it unless overridden.
-_INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values")
+_INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_norm", "norm_eps", "init_values",
+              "act_layer")
 
 
 def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - issue's name
@@ -30,27 +33,41 @@ def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoin
 
     Args:
         source: a timm / torchvision / MONAI state dict (``.pth``, ``.bin``, ``.safetensors``), a HF directory
-            (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), a Google ``.npz``, or a vit3d
-            safetensors file.
-        format: ``'auto'`` (detected from key names) or one of :data:`vit3d.weights.FORMATS`.
+            (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``; ViT, ViViT or VideoMAE), a Google
+            ``.npz``, a vit3d safetensors file, or a Hugging Face Hub name (``hf-hub:org/name[@revision]``, or
+            ``org/name`` when no such local path exists; see :mod:`vit3d.weights.hub`).
+        format: ``'auto'`` (detected from key names) or one of :data:`vit3d.weights.FORMAT_NAMES`.
         **hints: values shapes cannot tell: ``num_heads`` (heads of 64 are assumed otherwise), ``img_size`` for a
-            non-square grid, ``norm_eps``, ``pos_embed`` when there is no table, and the pooling keys.
+            non-square grid, ``norm_eps``, ``act_layer``, ``pos_embed`` when there is no table, and the pooling
+            keys.
 
     Returns:
-        ``Checkpoint(state_dict, config, report)``. Despite the name, 3D MONAI or vit3d checkpoints load too.
+        ``Checkpoint(state_dict, config, report)``. Despite the name, 3D checkpoints (VideoMAE, ViViT, MONAI,
+        vit3d) load too.
     """
+    return _read(source, format, hints, stored_hints="error")
+
+
+def _read(source: str | Path, fmt: str, hints: dict[str, Any], stored_hints: str) -> Checkpoint:
+    """:func:`load_2d`; ``stored_hints='ignore'`` drops hints for a vit3d file (its config is stored) instead of
+    failing, for callers that pass the same keywords to every format."""
     unknown = sorted(set(hints) - set(HINT_KEYS))
     if unknown:
         raise ValueError(f"load_2d got unknown hint(s) {unknown}; valid hints: {list(HINT_KEYS)}")
     raw = read_checkpoint(source)
-    fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMATS]}")
+    fmt = detect_format(list(raw.tensors), raw.metadata, raw.source) if fmt == "auto" else fmt
+    if fmt not in FORMAT_NAMES:
+        raise ValueError(f"format={fmt!r} is not one of {['auto', *FORMAT_NAMES]}")
     report = LoadReport(source=raw.source, format=fmt, notes=list(raw.notes))
-    state, found = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
-    if fmt == "vit3d" and hints:
-        raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints {sorted(hints)}")
-    config = infer_config(state, {**found, **{k: v for k, v in hints.items() if v is not None}}, report)
+    state, found, stored = convert(raw.tensors, fmt, config=raw.config, metadata=raw.metadata, report=report)
+    if stored is not None:
+        if hints and stored_hints == "error":
+            raise ValueError(f"{raw.source} is a vit3d file whose config is stored in it; drop the hints "
+                             f"{sorted(hints)}")
+        check_fits(state, stored, raw.source)  # a stored config is only trusted once it describes the tensors
+        config = stored
+    else:
+        config = infer_config(state, {**found, **{k: v for k, v in hints.items() if v is not None}}, report)
     return Checkpoint(state, config, report)
 
 
@@ -80,26 +97,27 @@ def _as_checkpoint(pretrained: str | Path | Checkpoint, hints: dict[str, Any],
     if isinstance(pretrained, Checkpoint):
         return pretrained
     try:
-        return load_2d(pretrained, **hints)
-    except ValueError as err:  # a non-square grid: the requested size is the best evidence of the file's
-        if img_size is None or "pass img_size" not in str(err):
+        return _read(pretrained, "auto", hints, stored_hints="ignore")
+    except UnknownGridError:  # a non-square grid: the requested size is the best evidence of the file's
+        if img_size is None:
             raise
-        return load_2d(pretrained, **hints, img_size=img_size)
+        return _read(pretrained, "auto", {**hints, "img_size": img_size}, stored_hints="ignore")
 
 
 def create_pretrained(name: str | None, pretrained: str | Path | Checkpoint, **overrides: Any) -> nn.Module:
-    """Build a model with weights from ``pretrained`` (what ``vit3d.create_model(name, pretrained=...)`` calls).
+    """Build a model with weights from ``pretrained`` (what ``vit3d.create_model(name, pretrained=...)`` calls):
+    a :class:`Checkpoint`, a path, or a Hub name (``hf-hub:org/name[@revision]``; see :mod:`vit3d.weights.hub`).
 
     With ``name=None`` the architecture comes from the checkpoint and ``overrides`` may change its geometry:
-    ``img_size`` (position grid resampled), ``in_chans`` (kernel adapted), ``num_classes`` (head kept,
-    re-initialised or dropped), or other keywords that hold no weights (``drop_path_rate``, ``dynamic_img_size``).
+    ``img_size`` (position grid resampled or rebuilt), ``patch_size`` (tubelet depth resampled, see
+    :func:`vit3d.weights.adapt`), ``in_chans`` (kernel adapted), ``num_classes`` (head kept, re-initialised or
+    dropped), or other keywords that hold no weights (``drop_path_rate``, ``dynamic_img_size``).
     With a ``name``, the preset fixes the architecture; a 3D preset with a 2D checkpoint inflates it (central
     frame, tiled positions; call :func:`vit3d.weights.inflate` for the other choices). Any other difference is
     an error. The report is attached as ``model.load_report``.
     """
     hints = {k: overrides[k] for k in ("num_heads", "norm_eps") if k in overrides}
-    is_vit3d = isinstance(pretrained, str | Path) and _is_vit3d_file(Path(pretrained))
-    ckpt = _as_checkpoint(pretrained, {} if is_vit3d else hints, overrides.get("img_size"))
+    ckpt = _as_checkpoint(pretrained, hints, overrides.get("img_size"))
     src = ckpt.config
     if name is None:
         target = {**src, **overrides}
@@ -150,15 +168,6 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     return create_pretrained(None, path, **overrides)
 
 
-def _is_vit3d_file(path: Path) -> bool:
-    if path.suffix != ".safetensors" or not path.is_file():
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return "vit3d.config" in (f.metadata() or {})
-
-
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write ``ckpt`` as safetensors whose metadata holds the constructor config (JSON under ``vit3d.config``),
     the provenance and the load report, so :func:`load_model` rebuilds the model from the file alone."""
@@ -206,7 +215,7 @@ def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubel
     file whose metadata lets :func:`load_model` rebuild it (what ``vit3d inflate`` runs).
 
     Args:
-        source: any checkpoint :func:`load_2d` reads.
+        source: any checkpoint :func:`load_2d` reads (a path or a Hub name).
         out: output ``.safetensors`` path.
         frames: size of the new axis (clip frames or volume slices).
         tubelet: patch size along the new axis; must divide ``frames``.
@@ -218,13 +227,63 @@ def inflate_file(source: str | Path, out: str | Path, *, frames: int = 16, tubel
     Returns:
         The inflated :class:`Checkpoint` (its report covers reading and inflating).
     """
-    ckpt = load_2d(source, format, **hints)
-    plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
-    if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
-        raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints")
-    result = inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
-                     in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
-    provenance = {"source": str(source), "source_format": ckpt.report.format, "method": method, "pos": pos,
-                  "frames": frames, "tubelet": tubelet}
+    def step(ckpt: Checkpoint) -> Checkpoint:
+        plane = tuple(img_size) if img_size is not None else tuple(ckpt.config["img_size"])
+        if ckpt.config["spatial_dims"] != 2 or len(plane) != 2:
+            raise ValueError(f"{source} holds a {ckpt.config['spatial_dims']}D model; inflate reads 2D checkpoints "
+                             "(`vit3d adapt` changes the geometry of a 3D one)")
+        return inflate(ckpt, img_size=(frames, *plane), patch_size=(tubelet, *ckpt.config["patch_size"]),
+                       in_chans=in_chans, num_classes=num_classes, method=method, pos=pos)  # type: ignore[arg-type]
+
+    return _rewrite(source, out, format, hints, step, {"method": method, "pos": pos, "frames": frames,
+                                                       "tubelet": tubelet})
+
+
+def adapt_file(source: str | Path, out: str | Path, *, frames: int | None = None, tubelet: int | None = None,
+               img_size: tuple[int, int] | None = None, in_chans: int | None = None,
+               num_classes: int | None = None, format: str = "auto",  # noqa: A002 - matches load_2d
+               **hints: Any) -> Checkpoint:
+    """Read a 3D checkpoint (vit3d file, HF VideoMAE / ViViT, MONAI 3D ViT; path or Hub name), change its clip or
+    volume geometry with :func:`vit3d.weights.adapt` and write a vit3d safetensors file (what ``vit3d adapt``
+    runs). ``None`` keeps the checkpoint's value.
+
+    Args:
+        source: any 3D checkpoint :func:`load_2d` reads.
+        out: output ``.safetensors`` path.
+        frames: size of the first axis (frames or slices).
+        tubelet: patch size along the first axis; the kernel is resampled, mean-preserving.
+        img_size: in-plane ``(H, W)``.
+        in_chans: input channels.
+        num_classes: classifier outputs (0 drops the head, another count starts a fresh one).
+        format, **hints: as in :func:`load_2d`.
+
+    Returns:
+        The adapted :class:`Checkpoint` (its report covers reading and adapting).
+    """
+    def step(ckpt: Checkpoint) -> Checkpoint:
+        cfg = ckpt.config
+        if cfg["spatial_dims"] != 3:
+            raise ValueError(f"{source} holds a {cfg['spatial_dims']}D model; adapt changes 3D checkpoints "
+                             "(`vit3d inflate` turns a 2D one into 3D)")
+        old = tuple(cfg["img_size"])
+        size = (frames or old[0], *(tuple(img_size) if img_size is not None else old[1:]))
+        patch = (tubelet or cfg["patch_size"][0], *tuple(cfg["patch_size"])[1:])
+        return adapt(ckpt, img_size=size, patch_size=patch, in_chans=in_chans, num_classes=num_classes)
+
+    return _rewrite(source, out, format, hints, step, {"frames": frames, "tubelet": tubelet,
+                                                       "img_size": img_size, "in_chans": in_chans,
+                                                       "num_classes": num_classes, "command": "adapt"})
+
+
+def _rewrite(source: str | Path, out: str | Path, fmt: str, hints: dict[str, Any],
+             step: Callable[[Checkpoint], Checkpoint], asked: dict[str, Any]) -> Checkpoint:
+    """Read ``source``, apply ``step``, write a vit3d file with provenance: what inflate and adapt share."""
+    if Path(out).suffix != ".safetensors":
+        raise ValueError(f"output {str(out)!r} must end in .safetensors")
+    ckpt = load_2d(source, fmt, **hints)
+    result = step(ckpt)
+    check_fits(result.state_dict, result.config, str(out))
+    provenance = {"source": str(source), "source_format": ckpt.report.format,
+                  **{k: v for k, v in asked.items() if v is not None}}
     save_checkpoint(result, out, provenance)
     return result

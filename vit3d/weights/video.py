@@ -39,7 +39,7 @@ def convert_hf_video(state_dict: Mapping[str, torch.Tensor], hf_config: Mapping[
     if model_type is not None:
         config["model_type"] = model_type
     report = LoadReport(source=source, format="hf")
-    state, hints = convert(dict(state_dict), "hf", config=config, report=report)
+    state, hints, _ = convert(dict(state_dict), "hf", config=config, report=report)
     return Checkpoint(state, infer_config(state, hints, report), report)
 
 
