@@ -8,7 +8,7 @@ Per seed:
 3. ``vit3d pretrain`` on ALL training volumes (labels ignored; val volumes give ``val/loss``).
 4. ``vit3d fit`` on the labelled share with the same budget (``--finetune-steps``, same optimiser, schedule and
    augmentation) from: scratch, the pretrained encoder (``--model.pretrained``), and ``--inflated FILE`` when given
-   (a 2D checkpoint, inflated on the fly).
+   (a 2D checkpoint already inflated by ``vit3d inflate`` to the volumes' geometry; its own architecture).
 5. ``vit3d test`` with each run's best checkpoint (on the accuracy of the fully labelled val split, the same for
    every arm): test accuracy and AUROC.
 
@@ -147,8 +147,9 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
             "seed_everything": seed,
             "trainer": _trainer(root, max_steps=args.finetune_steps, max_epochs=-1,
                                 check_val_every_n_epoch=args.val_every, log_every_n_steps=1),
-            "model": {**MODEL, "pretrained": pretrained, "optimizer": OPTIMIZER, "lr_scheduler": SCHEDULE,
-                      "label_smoothing": 0.1},
+            # the inflated arm keeps its own architecture (model: null): a 2D ViT-S is not the demo's encoder
+            "model": {**(MODEL if arm != "inflated_2d" else {"model": None}), "pretrained": pretrained,
+                      "optimizer": OPTIMIZER, "lr_scheduler": SCHEDULE, "label_smoothing": 0.1},
             "data": _data(labelled, "pipelines.datamodules.VolumeDataModule", args),
         }
         fit_cpu = _run(["fit"], fit_cfg, root.with_suffix(".fit.log"))
@@ -198,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=10, help="validate every N epochs of the labelled set")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic volumes")
-    p.add_argument("--inflated", type=Path, default=None, help="a 2D ViT checkpoint: adds the inflated-2D arm")
+    p.add_argument("--inflated", type=Path, default=None,
+                   help="adds the inflated-2D arm: a `vit3d inflate` output for 1-channel inputs of --shape, e.g. "
+                        "vit3d inflate vit_s16.safetensors --out s16_ct.safetensors --frames 32 --tubelet 8 "
+                        "--img-size 64 64 --in-chans 1")
     p.add_argument("--work", type=Path, default=REPO / "outputs" / "bench_pretrain_finetune")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pretrain_finetune.json")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
