@@ -236,6 +236,11 @@ class VitCLI(LightningCLI):
         # Checkpoints always live in <default_root_dir>/checkpoints so that --ckpt_path last finds them.
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(PredictionCSVWriter, "predictions")
+
+        self.link_data_to_model(parser)
+
+    def link_data_to_model(self, parser: LightningArgumentParser) -> None:
+        """Values the data determines, passed to the model (``vit3d pretrain`` links fewer)."""
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(f"data.{key}", f"model.net.init_args.{key}", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
