@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vit3d.errors import ConfigError
 from vit3d.layers import check_choice, sincos_pos_embed, sinusoid_table
 from vit3d.layers.patch_embed import patchify
 
@@ -52,13 +53,13 @@ def num_masked(num_tokens: int, ratio: float) -> int:
     """Hidden patches per sample: ``round(ratio * num_tokens)``, at least one hidden and one visible.
 
     Raises:
-        ValueError: a ratio outside (0, 1), or one that rounds to hiding none or all of ``num_tokens`` patches.
+        ConfigError: a ratio outside (0, 1), or one that rounds to hiding none or all of ``num_tokens`` patches.
     """
     if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask_ratio {ratio} must be in (0, 1), e.g. 0.75 for volumes or 0.9 for clips")
+        raise ConfigError(f"mask_ratio {ratio} must be in (0, 1), e.g. 0.75 for volumes or 0.9 for clips")
     m = int(round(ratio * num_tokens))
     if not 0 < m < num_tokens:
-        raise ValueError(f"mask_ratio {ratio} of {num_tokens} patches hides {m}; at least one patch must be hidden "
+        raise ConfigError(f"mask_ratio {ratio} of {num_tokens} patches hides {m}; at least one patch must be hidden "
                          "and one visible: use smaller patches or a ratio nearer 0.5")
     return m
 
@@ -66,10 +67,10 @@ def num_masked(num_tokens: int, ratio: float) -> int:
 def mask_from_bool(mask: torch.Tensor) -> TokenMask:
     """A :class:`TokenMask` from a ``(B, N)`` boolean map (True = hidden) hiding the same number in every sample."""
     if mask.ndim != 2 or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a (B, N) bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
+        raise ConfigError(f"mask must be a (B, N) bool tensor, got {mask.dtype} of shape {tuple(mask.shape)}")
     counts = mask.sum(dim=1)
     if (counts != counts[0]).any():
-        raise ValueError(f"every sample must hide the same number of patches, got counts {counts.tolist()}")
+        raise ConfigError(f"every sample must hide the same number of patches, got counts {counts.tolist()}")
     m = int(counts[0])
     # A stable sort on the flag puts visible indices first, each group in ascending order.
     order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
@@ -106,7 +107,7 @@ def tube_mask(batch: int, grid: Sequence[int], ratio: float, *, generator: torch
     model cannot copy it from the neighbouring frame.
     """
     if len(grid) < 2:
-        raise ValueError(f"tube masking needs a grid of at least 2 axes (time first), got {tuple(grid)}")
+        raise ConfigError(f"tube masking needs a grid of at least 2 axes (time first), got {tuple(grid)}")
     plane = math.prod(grid[1:])
     m = num_masked(plane, ratio)
     hidden = _scores((batch, plane), generator).argsort(dim=1)[:, :m]
@@ -134,7 +135,7 @@ def patch_targets(x: torch.Tensor, patch_size: Sequence[int], *, norm_pix: bool 
     """
     x = x.float()
     if (pixel_mean is None) != (pixel_std is None):
-        raise ValueError("give pixel_mean and pixel_std together (the normalisation to undo) or neither")
+        raise ConfigError("give pixel_mean and pixel_std together (the normalisation to undo) or neither")
     if pixel_mean is not None and pixel_std is not None:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         x = x * torch.as_tensor(pixel_std, dtype=x.dtype, device=x.device).view(shape) \
@@ -145,7 +146,8 @@ def patch_targets(x: torch.Tensor, patch_size: Sequence[int], *, norm_pix: bool 
     B, N, _ = patches.shape
     per_channel = patches.view(B, N, x.shape[1], -1)
     if per_channel.shape[-1] < 2:
-        raise ValueError(f"norm_pix needs patches of at least 2 values per channel, got patch_size {tuple(patch_size)}")
+        raise ConfigError(f"norm_pix needs patches of at least 2 values per channel, got patch_size "
+                          f"{tuple(patch_size)}")
     mean = per_channel.mean(dim=-1, keepdim=True)
     std = per_channel.var(dim=-1, unbiased=True, keepdim=True).sqrt()
     return ((per_channel - mean) / (std + eps)).view(B, N, -1)
@@ -204,24 +206,20 @@ class MaskedAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(encoder, VisionTransformer):
-            raise ValueError(f"MaskedAutoencoder wraps a vit3d VisionTransformer, got {type(encoder).__name__}")
+            raise ConfigError(f"MaskedAutoencoder wraps a vit3d VisionTransformer, got {type(encoder).__name__}")
         check_choice("decoder_pos_embed", decoder_pos_embed, ("sincos", "sincos_seq"))
-        check_choice("mask_type", mask_type, ("random", "tube"))
         if decoder_embed_dim % decoder_num_heads:
-            raise ValueError(f"decoder_embed_dim {decoder_embed_dim} is not divisible by decoder_num_heads "
+            raise ConfigError(f"decoder_embed_dim {decoder_embed_dim} is not divisible by decoder_num_heads "
                              f"{decoder_num_heads}; pick a head count that divides it")
         if decoder_depth < 1:
-            raise ValueError(f"decoder_depth must be at least 1, got {decoder_depth}")
-        if mask_type == "tube" and encoder.spatial_dims < 2:
-            raise ValueError("mask_type='tube' needs 2 or more spatial dims; use 'random'")
+            raise ConfigError(f"decoder_depth must be at least 1, got {decoder_depth}")
         if (pixel_mean is None) != (pixel_std is None) or (
                 pixel_mean is not None and not len(pixel_mean) == len(pixel_std) == encoder.in_chans):
-            raise ValueError(f"pixel_mean and pixel_std must both be given with {encoder.in_chans} values "
+            raise ConfigError(f"pixel_mean and pixel_std must both be given with {encoder.in_chans} values "
                              "(one per input channel), or both left out")
-        num_masked(math.prod(encoder.grid_size[1:]) if mask_type == "tube" else math.prod(encoder.grid_size),
-                   mask_ratio)  # fail now, not at the first step
         self.encoder = encoder
-        self.mask_type, self.mask_ratio, self.norm_pix_loss = mask_type, float(mask_ratio), norm_pix_loss
+        self.set_masking(mask_type, mask_ratio)
+        self.norm_pix_loss = norm_pix_loss
         self.pixel_mean = None if pixel_mean is None else tuple(float(v) for v in pixel_mean)
         self.pixel_std = None if pixel_std is None else tuple(float(v) for v in pixel_std)
         self.decoder_pos_type = decoder_pos_embed
@@ -255,6 +253,16 @@ class MaskedAutoencoder(nn.Module):
         return sincos_pos_embed(grid, dim)[None]
 
     # ------------------------------------------------------------------ masks and targets
+    def set_masking(self, mask_type: Literal["random", "tube"], mask_ratio: float) -> None:
+        """Set the masks :meth:`random_mask` draws (e.g. to continue a loaded model with other masks), checked
+        against the encoder's token grid now rather than at the first step."""
+        check_choice("mask_type", mask_type, ("random", "tube"))
+        if mask_type == "tube" and self.encoder.spatial_dims < 2:
+            raise ConfigError("mask_type='tube' needs 2 or more spatial dims; use 'random'")
+        grid = self.encoder.grid_size
+        num_masked(math.prod(grid[1:]) if mask_type == "tube" else math.prod(grid), mask_ratio)
+        self.mask_type, self.mask_ratio = mask_type, float(mask_ratio)
+
     def grid_for(self, x: torch.Tensor) -> tuple[int, ...]:
         """Token grid of input ``x`` (validated by the encoder's patch embedding)."""
         return self.encoder.patch_embed.check_input(x)
@@ -293,7 +301,7 @@ class MaskedAutoencoder(nn.Module):
         B, _, dim = h.shape
         table = self.decoder_pos_embed
         if table.shape[1] != mask.mask.shape[1]:
-            raise ValueError(f"the mask covers {mask.mask.shape[1]} patches but the decoder's grid has "
+            raise ConfigError(f"the mask covers {mask.mask.shape[1]} patches but the decoder's grid has "
                              f"{table.shape[1]}; inputs of another size need a mask drawn for their grid")
         pos = table.to(h.dtype).expand(B, -1, -1)
         pos_keep = pos.gather(1, mask.ids_keep[..., None].expand(-1, -1, dim))
@@ -306,7 +314,7 @@ class MaskedAutoencoder(nn.Module):
     def predict(self, x: torch.Tensor, mask: TokenMask) -> torch.Tensor:
         """Predictions ``(B, M, C * prod(patch))`` for the hidden patches of ``x`` (in ``mask.ids_masked`` order)."""
         if mask.mask.shape[0] != x.shape[0]:
-            raise ValueError(f"mask is for {mask.mask.shape[0]} samples but the batch has {x.shape[0]}")
+            raise ConfigError(f"mask is for {mask.mask.shape[0]} samples but the batch has {x.shape[0]}")
         return self.forward_decoder(self.forward_encoder(x, mask.ids_keep), mask)
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: TokenMask) -> torch.Tensor:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from vit3d.errors import CheckpointError
 from vit3d.models import VisionTransformer
 from vit3d.models.mae import MaskedAutoencoder
 
@@ -58,14 +59,15 @@ def convert_videomae_pretraining(state_dict: Mapping[str, torch.Tensor], hf_conf
         source: name for the report and messages.
 
     Raises:
-        ValueError: the tensors hold no VideoMAE decoder, or a decoder tensor is missing or left over.
+        CheckpointError: the tensors hold no VideoMAE decoder, or a decoder tensor is missing or left over.
     """
     config = dict(hf_config or {})
     tensors = dict(state_dict)
     if not all(k in tensors for k in _DECODER_MARKERS):
-        raise ValueError(f"{source} holds no VideoMAE pretraining decoder ({list(_DECODER_MARKERS)} absent); "
-                         "for an encoder alone use model.pretrained in vit3d fit, or start a decoder afresh")
-    decoder = {k: v for k, v in tensors.items() if k.startswith(("decoder.", "encoder_to_decoder.")) or k == "mask_token"}
+        raise CheckpointError(f"{source} holds no VideoMAE pretraining decoder ({list(_DECODER_MARKERS)} absent); "
+                         "for an encoder alone use pipelines.networks.Pretrained (a fresh decoder is built)")
+    decoder = {k: v for k, v in tensors.items()
+               if k.startswith(("decoder.", "encoder_to_decoder.")) or k == "mask_token"}
     encoder_ckpt = convert_videomae({k: v for k, v in tensors.items() if k not in decoder}, config, source=source)
     encoder = VisionTransformer(**encoder_ckpt.config)
     load_state_strict(encoder, encoder_ckpt.state_dict, source)
@@ -94,7 +96,7 @@ def convert_videomae_pretraining(state_dict: Mapping[str, torch.Tensor], hf_conf
         report.resampled.append((f"decoder.head.{part}", shape(t), shape(t),
                                  "rows permuted from (t, h, w, channel) to vit3d's (channel, t, h, w) patch order"))
     if decoder:
-        raise ValueError(f"{source}: decoder tensors vit3d does not know: {sorted(decoder)[:8]}")
+        raise CheckpointError(f"{source}: decoder tensors vit3d does not know: {sorted(decoder)[:8]}")
 
     dim = int(state["decoder_embed.weight"].shape[0])
     heads = int(config.get("decoder_num_attention_heads") or max(dim // 64, 1))
@@ -104,7 +106,7 @@ def convert_videomae_pretraining(state_dict: Mapping[str, torch.Tensor], hf_conf
     norm_pix = bool(config.get("norm_pix_loss", True))
     rgb = channels == 3
     if not norm_pix and not rgb:
-        raise ValueError(f"{source}: norm_pix_loss=False needs 3-channel (ImageNet-normalised) input, as in "
+        raise CheckpointError(f"{source}: norm_pix_loss=False needs 3-channel (ImageNet-normalised) input, as in "
                          f"transformers; the checkpoint has {channels} channels")
     mae = MaskedAutoencoder(
         encoder, decoder_embed_dim=dim, decoder_depth=depth, decoder_num_heads=heads, decoder_mlp_ratio=mlp / dim,
@@ -113,7 +115,7 @@ def convert_videomae_pretraining(state_dict: Mapping[str, torch.Tensor], hf_conf
     decoder_keys = {k: v for k, v in mae.state_dict().items() if not k.startswith("encoder.")}
     missing = sorted(set(decoder_keys) - set(state))
     if missing:
-        raise ValueError(f"{source}: the VideoMAE decoder lacks {missing}")
+        raise CheckpointError(f"{source}: the VideoMAE decoder lacks {missing}")
     load_state_strict(mae, {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **state}, source)
     report.notes.append(f"decoder: {depth} blocks of width {dim}, fixed sin-cos positions over the token index; "
                         f"norm_pix_loss={norm_pix}" + ("; ImageNet normalisation undone before the targets" if rgb
