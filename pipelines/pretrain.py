@@ -1,26 +1,29 @@
 """``vit3d pretrain``: masked autoencoding of unlabelled volumes or clips, then ``vit3d fit`` from the encoder.
 
-The same LightningCLI machinery as ``vit3d fit`` (:class:`pipelines.train.VitCLI`): stackable YAML configs,
-``--print_config``, the trainer presets in ``configs/trainer/`` (DDP, FSDP), resumable loaders, best/last
-checkpoints and ``--ckpt_path last``. What a run writes under ``trainer.default_root_dir``::
+The same LightningCLI runner as ``vit3d fit`` (:func:`pipelines.train.run_cli` with :class:`PretrainCLI`, a thin
+:class:`pipelines.train.VitCLI`): stackable YAML configs, ``--print_config``, the trainer presets in
+``configs/trainer/`` (DDP, FSDP), resumable loaders, best/last checkpoints, ``--ckpt_path last`` and the one error
+policy. The encoder is given as in ``fit``: ``model.net`` is a ``class_path`` with typed ``init_args`` (a preset of
+:mod:`pipelines.networks`, ``pipelines.networks.Pretrained`` for a ``vit3d inflate`` / ``adapt`` / ``pretrain``
+file, or :class:`VideoMAEPretraining` to continue a HF ``VideoMAEForPreTraining``); the data module's ``in_chans``
+and ``img_size`` are linked into it. What a run writes under ``trainer.default_root_dir``::
 
-    <root>/encoder.safetensors                   the pretrained ViT, a vit3d file: fit takes it as model.pretrained
+    <root>/encoder.safetensors                   the pretrained ViT: vit3d fit --model.net pipelines.networks.Pretrained
+                                                 --model.net.init_args.path <root>/encoder.safetensors
     <root>/reconstructions/reconstruction.png    masked input / reconstruction / original, slices (volumes) or frames
     <root>/reconstructions/reconstruction.gif    the same three side by side, one frame per time step (clips)
     <root>/checkpoints/best.ckpt, last.ckpt      best on val/loss (lowest), and the latest state
     <root>/logs/version_N/                       TensorBoard (loss curves and the pictures), metrics.csv, config.yaml
 
 Labels are not needed: ``data`` is a CSV (its ``split`` column is used when there is one; labels are ignored), a
-folder (searched recursively) or a glob of volumes or videos.
+folder (searched recursively, :func:`vit3d.data.inputs.discover_inputs`) or a glob of volumes or videos.
 """
 
 from __future__ import annotations
 
-import abc
 import csv
 import random
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,21 +31,25 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 
+from vit3d.data.inputs import discover_inputs
 from vit3d.data.seeding import sample_seed
+from vit3d.errors import ConfigError, MissingInputError
 from vit3d.models import VisionTransformer
 from vit3d.models.mae import MaskedAutoencoder, TokenMask
 
-from .datamodules import VideoDataModule, VolumeDataModule, _ClassificationDataModule, _expand_inputs
-from .hardware import auto_precision
-from .module import build_network, param_groups
+from .datamodules import VideoDataModule, VolumeDataModule, _ClassificationDataModule
+from .module import param_groups
+from .networks import network_config
 from .schedulers import WarmupCosineLR
-from .train import ConfigError, Trainer, VitCLI
+from .train import VitCLI, run_cli
 
-__all__ = ["MAEModule", "PretrainCLI", "PretrainVideoDataModule", "PretrainVolumeDataModule", "main",
-           "reconstruction_montage", "write_reconstructions"]
+__all__ = ["MAEModule", "PretrainCLI", "PretrainVideoDataModule", "PretrainVolumeDataModule", "UnlabelledDataModule",
+           "VideoMAEPretraining", "main", "reconstruction_montage", "write_reconstructions"]
 
 DEFAULT_ROOT = "outputs/vit3d-pretrain"
 # MAE hides 75 % of image patches, VideoMAE 90 % of clip tubes (neighbouring frames make clips easier to fill in).
@@ -54,53 +61,57 @@ HELD_OUT_SHARE = 0.05  # validation share of an unsplit input list
 class UnlabelledDataModule(_ClassificationDataModule):
     """A fit data module that ignores labels: a CSV, a folder or a glob of files, split into train and val.
 
-    Validation: ``val_data`` when given, else the CSV's ``val`` rows when it has a ``split`` column (its ``test``
-    rows are left out: they stay unseen for the fine-tuned model's test), else a held-out 5 % of the files
-    (at least one; chosen by ``seed``), so ``val/loss`` always exists to pick the best checkpoint.
+    Everything else (the typed ``dataset`` keywords, loaders, resumable sampler, file validation) is the fit data
+    module's. Validation: ``val_data`` when given, else the CSV's ``val`` rows when it has a ``split`` column (its
+    ``test`` rows are left out: they stay unseen for the fine-tuned model's test), else a held-out 5 % of the
+    files (at least one; chosen by ``seed``), so ``val/loss`` always exists to pick the best checkpoint.
     """
 
     @property
     def classes(self) -> list[str]:
         return []
 
-    @abc.abstractmethod
-    def _path_keys(self) -> list[str]:
-        """CSV columns holding file paths (resolved against the CSV's folder)."""
-
-    @abc.abstractmethod
-    def _label_keys(self) -> set[str]:
-        """CSV columns dropped: labels are not used."""
+    @property
+    def path_keys(self) -> list[str]:
+        """Table columns holding file paths (resolved against the CSV's folder)."""
+        raise NotImplementedError
 
     def _rows(self, source: str) -> list[dict[str, Any]]:
         """Unlabelled rows of a CSV (paths resolved against its folder), or of a folder or glob of files."""
         if not source.lower().endswith(".csv"):
-            return self.predict_rows(_expand_inputs(source, self.suffixes))
+            return self.predict_rows(list(discover_inputs(source, self.kind)))
         table = Path(source)
         if not table.is_file():
-            raise FileNotFoundError(f"data={source!r} does not exist; point it at a CSV, a folder or a glob of files")
+            raise MissingInputError("the dataset does not exist", file=source,
+                                    fix="point data.init_args.data at a CSV, a folder or a glob of files")
+        # The label column is dropped: a split without labels yields label -1 (vit3d.data.table.TableDataset).
+        label_key = self.dataset_kwargs.get("label_key", "label")
         with table.open(newline="") as f:
-            rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k and k.strip() not in self._label_keys()}
+            rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k and k.strip() != label_key}
                     for r in csv.DictReader(f)]
-        for key in self._path_keys():
+        for key in self.path_keys:
             if rows and key not in rows[0]:
-                raise ValueError(f"{source} has no {key!r} column (columns: {sorted(rows[0])}); name the image "
-                                 "column(s) with image_keys")
+                raise ConfigError(f"the CSV has no {key!r} column (columns: {sorted(rows[0])})", file=source,
+                                  fix="name the image column(s) with data.init_args.dataset.init_args.image_keys")
             for r in rows:
-                p = Path(r[key]).expanduser()
-                r[key] = str(p if p.is_absolute() else table.parent / p)
+                path = Path(r[key]).expanduser()
+                r[key] = str(path if path.is_absolute() else table.parent / path)
         return rows
 
     def _source(self, split: str) -> tuple[list[dict[str, Any]], None]:
         if split not in ("train", "val"):
-            raise ValueError(f"vit3d pretrain has no {split!r} split; fine-tune with vit3d fit to test")
+            raise ConfigError(f"vit3d pretrain has no {split!r} split",
+                              fix="fine-tune the encoder with vit3d fit, and test that")
         if self.data is None:
-            raise ValueError("vit3d pretrain needs data= (a CSV, a folder or a glob of files)")
+            raise ConfigError("vit3d pretrain has no data",
+                              fix="set data.init_args.data (a CSV, a folder or a glob of files)")
         rows = self._rows(self.data)
         if rows and "split" in rows[0]:
             train = [r for r in rows if r["split"] == "train"]
             val = [r for r in rows if r["split"] == "val"]
             if not train:
-                raise ValueError(f"{self.data} has a split column but no 'train' rows; mark the rows to learn from")
+                raise ConfigError("the CSV has a split column but no 'train' rows", file=self.data,
+                                  fix="mark the rows to learn from with split=train")
         else:
             train, val = rows, []
         if self.val_data is not None:
@@ -115,25 +126,21 @@ class UnlabelledDataModule(_ClassificationDataModule):
 
 
 class PretrainVolumeDataModule(UnlabelledDataModule, VolumeDataModule):
-    """:class:`pipelines.datamodules.VolumeDataModule` for ``vit3d pretrain``: the same preprocessing and
+    """:class:`pipelines.datamodules.VolumeDataModule` for ``vit3d pretrain``: the same ``dataset`` keywords and
     options, labels ignored (see :class:`UnlabelledDataModule` for the splits)."""
 
-    def _path_keys(self) -> list[str]:
+    @property
+    def path_keys(self) -> list[str]:
         return list(self.image_keys)
-
-    def _label_keys(self) -> set[str]:
-        return {self.label_key}
 
 
 class PretrainVideoDataModule(UnlabelledDataModule, VideoDataModule):
     """:class:`pipelines.datamodules.VideoDataModule` for ``vit3d pretrain``: the same clip sampling and
-    options, labels ignored (see :class:`UnlabelledDataModule` for the splits)."""
+    ``dataset`` keywords, labels ignored (see :class:`UnlabelledDataModule` for the splits)."""
 
-    def _path_keys(self) -> list[str]:
+    @property
+    def path_keys(self) -> list[str]:
         return ["path"]
-
-    def _label_keys(self) -> set[str]:
-        return {"label"}
 
 
 # ---------------------------------------------------------------------- pictures
@@ -192,27 +199,75 @@ def write_reconstructions(masked: torch.Tensor, recon: torch.Tensor, original: t
     return out
 
 
+# ---------------------------------------------------------------------- a whole autoencoder to continue
+class VideoMAEPretraining(MaskedAutoencoder):
+    """Encoder **and decoder** of a HF ``VideoMAEForPreTraining`` checkpoint, to continue its pretraining.
+
+    ``model.net: {class_path: pipelines.pretrain.VideoMAEPretraining, init_args: {path: <dir>}}``; the file fixes
+    the architecture and the decoder (``model.decoder_*`` and ``norm_pix_loss`` are left unset), the data's clip
+    size must match it. Read safely by :func:`vit3d.weights.load_videomae_pretraining`; the report is
+    ``load_report``.
+
+    Args:
+        path: a HF ``VideoMAEForPreTraining`` directory (``config.json`` beside the weights) or weights file.
+        in_chans: the data's channels; linked from the data module and checked against the file.
+        img_size: the data's clip size ``[T, H, W]``; linked from the data module and checked against the file.
+    """
+
+    def __init__(self, path: str, *, in_chans: int | None = None, img_size: list[int] | None = None) -> None:
+        from vit3d.weights.videomae_pretraining import is_videomae_pretraining, load_videomae_pretraining
+
+        if not Path(path).exists():
+            raise MissingInputError("VideoMAE pretraining checkpoint not found", file=path,
+                                    fix="give a VideoMAEForPreTraining directory (save_pretrained) or its weights")
+        if not is_videomae_pretraining(path):
+            from vit3d.errors import CheckpointError
+
+            raise CheckpointError("not a VideoMAEForPreTraining checkpoint (no decoder)", file=path,
+                                  fix="for an encoder alone use pipelines.networks.Pretrained (a new decoder is "
+                                      "built)")
+        # Masks: a ratio every grid of 2+ tokens accepts; MAEModule sets the run's (model.mask_type, mask_ratio).
+        source = load_videomae_pretraining(path, mask_type="tube", mask_ratio=0.5)
+        encoder = source.encoder
+        if (in_chans is not None and in_chans != encoder.in_chans) or (
+                img_size is not None and tuple(img_size) != tuple(encoder.img_size)):
+            raise ConfigError(f"the checkpoint takes inputs of {encoder.in_chans} channels and size "
+                              f"{list(encoder.img_size)}, the data gives {in_chans} and {img_size}", file=path,
+                              fix="set the data's dataset frames and img_size to match")
+        block = source.decoder_blocks[0]
+        width = block.attn.qkv.in_features
+        super().__init__(encoder, decoder_embed_dim=width, decoder_depth=len(source.decoder_blocks),
+                         decoder_num_heads=block.attn.num_heads, decoder_mlp_ratio=block.mlp.fc1.out_features / width,
+                         decoder_pos_embed=source.decoder_pos_type, decoder_norm_eps=source.decoder_norm.eps,
+                         mask_type=source.mask_type, mask_ratio=source.mask_ratio,
+                         norm_pix_loss=source.norm_pix_loss, pixel_mean=source.pixel_mean, pixel_std=source.pixel_std)
+        self.load_state_dict(source.state_dict(), strict=True)
+        self.load_report = source.load_report
+        self.path = path
+
+
 # ---------------------------------------------------------------------- the LightningModule
 class MAEModule(pl.LightningModule):
     """Masked-autoencoder pretraining of any vit3d ViT (:class:`vit3d.models.mae.MaskedAutoencoder`).
 
     Args:
-        model: a registered ViT name (``vit3d models``); ``null`` takes the architecture from ``pretrained``.
-        model_args: constructor keywords for ``model`` (``embed_dim``, ``depth``, ``patch_size``...), as in fit.
-        pretrained: weights to start from: a 2D checkpoint (inflated on the fly), a ``vit3d inflate`` /
-            ``vit3d adapt`` / ``vit3d pretrain`` file, or a HF ``VideoMAEForPreTraining`` directory or file
-            (encoder and decoder: pretraining continues where it stopped; the decoder settings come from it).
-        in_chans: input channels; linked from the data module.
-        img_size: spatial input size; linked from the data module.
+        net: the encoder, a :class:`vit3d.models.VisionTransformer`, given as in ``vit3d fit``: in configs a
+            ``class_path`` with typed ``init_args``: ``pipelines.networks.<preset>`` (any ``vit3d models`` ViT;
+            its ``pretrained`` takes a 2D checkpoint, inflated on the fly, or a 3D file), or
+            ``pipelines.networks.Pretrained`` (architecture and weights from a ``vit3d inflate`` / ``adapt`` /
+            ``pretrain`` file). ``in_chans`` and ``img_size`` are linked from the data; the classifier head is
+            dropped. A whole :class:`~vit3d.models.mae.MaskedAutoencoder` continues with its own decoder:
+            :class:`VideoMAEPretraining` (a HF ``VideoMAEForPreTraining``).
         data_kind: ``volume`` or ``clip``; linked from the data module (picks the mask defaults and pictures).
         mask_type: ``random`` patches (volumes) or whole ``tube`` s through time (clips); ``null``: by data_kind.
         mask_ratio: share of patches hidden; ``null``: 0.75 for volumes, 0.9 for clips.
         mask_seed: seed of the masks (``null`` = the global seed); a mask depends on (seed, batch count, rank)
             only, so a resumed run masks exactly like an uninterrupted one.
-        decoder_embed_dim: decoder width.
-        decoder_depth: decoder blocks.
-        decoder_num_heads: decoder heads.
-        norm_pix_loss: predict per-patch normalised pixels (MAE, VideoMAE); ``false`` predicts raw values.
+        decoder_embed_dim: width of the new decoder (``null``: 256; unset for a whole autoencoder).
+        decoder_depth: blocks of the new decoder (``null``: 4).
+        decoder_num_heads: heads of the new decoder (``null``: 8).
+        norm_pix_loss: predict per-patch normalised pixels (MAE, VideoMAE; ``null``: true); ``false`` predicts
+            raw values.
         optimizer: optimiser callable taking parameter groups (AdamW by default).
         lr_scheduler: scheduler callable; the default warms up linearly then decays along a cosine.
         grad_checkpointing: recompute encoder blocks in backward (less memory).
@@ -221,53 +276,55 @@ class MAEModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: str | None = "vit_tiny_patch16_3d",
+        net: nn.Module,
         *,
-        model_args: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        in_chans: int | None = None,
-        img_size: int | list[int] | None = None,
         data_kind: Literal["volume", "clip"] = "volume",
         mask_type: Literal["random", "tube"] | None = None,
         mask_ratio: float | None = None,
         mask_seed: int | None = None,
-        decoder_embed_dim: int = 256,
-        decoder_depth: int = 4,
-        decoder_num_heads: int = 8,
-        norm_pix_loss: bool = True,
+        decoder_embed_dim: int | None = None,
+        decoder_depth: int | None = None,
+        decoder_num_heads: int | None = None,
+        norm_pix_loss: bool | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = WarmupCosineLR,
         grad_checkpointing: bool = False,
         encoder_path: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        given = _given_hyperparameters.get()  # the config LightningCLI parsed, when it built this module
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         if data_kind not in MASK_DEFAULTS:
-            raise ValueError(f"data_kind={data_kind!r} must be one of {list(MASK_DEFAULTS)}")
+            raise ConfigError(f"data_kind={data_kind!r} must be one of {list(MASK_DEFAULTS)}")
         default_type, default_ratio = MASK_DEFAULTS[data_kind]
         mask_type = mask_type or default_type
         mask_ratio = default_ratio if mask_ratio is None else mask_ratio
-        from vit3d.weights.videomae_pretraining import is_videomae_pretraining, load_videomae_pretraining
-
-        if pretrained is not None and is_videomae_pretraining(pretrained):
-            if model is not None or model_args:
-                raise ValueError("a VideoMAEForPreTraining checkpoint fixes the architecture; set model: null and "
-                                 "drop model_args")
-            mae = load_videomae_pretraining(pretrained, mask_type=mask_type, mask_ratio=mask_ratio)
-            if in_chans is not None and in_chans != mae.encoder.in_chans or img_size is not None and \
-                    tuple(img_size) != tuple(mae.encoder.img_size):
-                raise ValueError(f"{pretrained} takes inputs of {mae.encoder.in_chans} channels and size "
-                                 f"{list(mae.encoder.img_size)}, the data gives {in_chans} and {img_size}; set the "
-                                 "data's frames and frame_size to match")
+        decoder = {"decoder_embed_dim": decoder_embed_dim, "decoder_depth": decoder_depth,
+                   "decoder_num_heads": decoder_num_heads, "norm_pix_loss": norm_pix_loss}
+        if isinstance(net, MaskedAutoencoder):
+            set_keys = [k for k, v in decoder.items() if v is not None]
+            if set_keys:
+                raise ConfigError(f"{type(net).__name__} brings its own decoder; model.{set_keys[0]} cannot change it",
+                                  fix=f"unset model.{', model.'.join(set_keys)}")
+            mae = net
+            mae.set_masking(mask_type, mask_ratio)
+        elif isinstance(net, VisionTransformer):
+            if net.num_classes:
+                net.reset_classifier(0)  # pretraining uses no head; fit adds a fresh one for its classes
+            mae = MaskedAutoencoder(
+                net, decoder_embed_dim=256 if decoder_embed_dim is None else decoder_embed_dim,
+                decoder_depth=4 if decoder_depth is None else decoder_depth,
+                decoder_num_heads=8 if decoder_num_heads is None else decoder_num_heads,
+                mask_type=mask_type, mask_ratio=mask_ratio,
+                norm_pix_loss=True if norm_pix_loss is None else norm_pix_loss)
         else:
-            encoder = build_network(model, model_args=model_args, pretrained=pretrained, num_classes=0,
-                                    in_chans=in_chans, img_size=img_size)
-            if not isinstance(encoder, VisionTransformer):
-                raise ValueError(f"masked autoencoding pretrains vit3d VisionTransformers; {model!r} builds a "
-                                 f"{type(encoder).__name__}")
-            mae = MaskedAutoencoder(encoder, decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-                                    decoder_num_heads=decoder_num_heads, mask_type=mask_type, mask_ratio=mask_ratio,
-                                    norm_pix_loss=norm_pix_loss)
+            raise ConfigError(f"masked autoencoding pretrains vit3d VisionTransformers; model.net builds a "
+                              f"{type(net).__name__}", fix="give a ViT preset (vit3d models) or "
+                                                            "pipelines.networks.Pretrained")
+        # What the run started from, for the encoder file's provenance and the checkpoint's hparams.
+        net_config = (given or {}).get("net")
+        self.hparams["net"] = net_config if net_config is not None else network_config(mae.encoder)
+        self.started_from = _started_from(net_config)
         self.model = mae
         if grad_checkpointing:
             mae.encoder.set_grad_checkpointing(True)
@@ -275,6 +332,7 @@ class MAEModule(pl.LightningModule):
         self.mask_seed = int(mask_seed if mask_seed is not None else torch.initial_seed() % 2**31)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.encoder_path = encoder_path
+        self.skipped = 0  # training samples the loader skipped (data on_error=skip), logged per epoch
         self._picture: tuple[torch.Tensor, TokenMask] | None = None
 
     # ------------------------------------------------------------------ steps
@@ -282,8 +340,9 @@ class MAEModule(pl.LightningModule):
         seed = sample_seed(self.mask_seed, stream, index, self.global_rank)
         return self.model.random_mask(x, torch.Generator().manual_seed(seed))
 
-    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None or "image" not in batch:  # every sample of the batch was skipped (data.on_error=skip)
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self.skipped += len(batch.get("failed", []))
+        if "image" not in batch:  # every sample of the batch was skipped (data on_error=skip): nothing to compute
             return None
         x = batch["image"]
         # The batch count across epochs is restored with the loop state, so a resumed run draws the same masks.
@@ -292,8 +351,12 @@ class MAEModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
         return loss
 
-    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
-        if batch is None or "image" not in batch:
+    def on_train_epoch_end(self) -> None:
+        self.log("train/skipped", float(self.skipped), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
+        self.skipped = 0
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "image" not in batch:
             return
         x = batch["image"]
         mask = self._mask(x, -1, batch_idx)  # the same masks every epoch: comparable val/loss
@@ -338,14 +401,14 @@ class MAEModule(pl.LightningModule):
         provenance = {"method": "masked autoencoding (vit3d pretrain)", "mask_type": self.model.mask_type,
                       "mask_ratio": self.model.mask_ratio, "norm_pix_loss": self.model.norm_pix_loss,
                       "epochs": self.current_epoch, "steps": self.global_step,
-                      "started_from": self.hparams.get("pretrained")}
+                      "started_from": self.started_from}
         save_checkpoint(Checkpoint(encoder_state, vit_config(self.model.encoder), report), path, provenance)
         written = [path]
         pictures = self._pictures()
         if pictures is not None and pictures[0].ndim == 4:
             written += write_reconstructions(*pictures, root / "reconstructions", clip=self.data_kind == "clip")
-        rank_zero_info(f"vit3d pretrain: wrote {', '.join(map(str, written))}\n"
-                       f"  fine-tune with: vit3d fit -c <config> --model.pretrained {path}")
+        rank_zero_info(f"vit3d pretrain: wrote {', '.join(map(str, written))}\n  fine-tune with: vit3d fit -c "
+                       f"<config> --model.net pipelines.networks.Pretrained --model.net.init_args.path {path}")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -372,9 +435,17 @@ class MAEModule(pl.LightningModule):
         self.mask_seed = checkpoint.get("vit3d", {}).get("mask_seed", self.mask_seed)
 
 
+def _started_from(net_config: Any) -> str | None:
+    """The weights file a run's ``model.net`` config starts from (``path`` or ``pretrained``), if any."""
+    init = net_config.get("init_args") if isinstance(net_config, dict) else None
+    init = init if isinstance(init, dict) else vars(init) if init is not None else {}
+    found = init.get("path") or init.get("pretrained")
+    return None if found is None else str(found)
+
+
 # ---------------------------------------------------------------------- the command
 class PretrainCLI(VitCLI):
-    """:class:`VitCLI` (same trainer, loggers, checkpoint locations) with the pretraining links and a
+    """:class:`pipelines.train.VitCLI` (same trainer, loggers, checkpoints, resume) with the pretraining links and a
     checkpoint monitor on the lowest ``val/loss``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -382,38 +453,25 @@ class PretrainCLI(VitCLI):
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min"})
 
     def link_data_to_model(self, parser: LightningArgumentParser) -> None:
+        """The data's ``in_chans`` and ``img_size`` into the encoder (no classes: pretraining has none)."""
         for key in ("in_chans", "img_size"):
-            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            parser.link_arguments(f"data.{key}", f"model.net.init_args.{key}", apply_on="instantiate")
         parser.link_arguments("data.kind", "model.data_kind", apply_on="instantiate")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``vit3d pretrain [-c CONFIG ...] [--KEY VALUE ...] [--ckpt_path last]``; returns the exit status."""
+    """Run ``vit3d pretrain [-c CONFIG ...] [--KEY VALUE ...] [--ckpt_path last]``; returns the exit status.
+
+    User errors propagate to :func:`pipelines.cli.main` (one line, exit 2), as for ``vit3d fit``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = "vit3d pretrain [-c CONFIG ...] [--print_config] [--KEY VALUE ...] [--ckpt_path last]"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            PretrainCLI(
-                MAEModule,
-                UnlabelledDataModule,
-                subclass_mode_data=True,
-                trainer_class=Trainer,
-                trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT},
-                save_config_kwargs={"overwrite": True},
-                auto_configure_optimizers=False,
-                parser_kwargs={"prog": "vit3d pretrain", "fit": {
-                    "prog": "vit3d pretrain", "usage": usage,
-                    "description": "Masked-autoencoder pretraining on unlabelled volumes or clips; writes "
-                                   "<root>/encoder.safetensors for vit3d fit --model.pretrained."}},
-                args=["fit", *argv],
-            )
-    except ConfigError as err:
-        print(f"vit3d pretrain: error: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+    parser_kwargs = {"prog": "vit3d pretrain", "fit": {
+        "prog": "vit3d pretrain", "usage": usage,
+        "description": "Masked-autoencoder pretraining on unlabelled volumes or clips; writes "
+                       "<root>/encoder.safetensors for vit3d fit (model.net: pipelines.networks.Pretrained)."}}
+    return run_cli(["fit", *argv], parser_kwargs, cli_class=PretrainCLI, model_class=MAEModule,
+                   datamodule_class=UnlabelledDataModule, default_root=DEFAULT_ROOT)
 
 
 if __name__ == "__main__":

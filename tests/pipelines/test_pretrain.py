@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from pipelines.cli import main as vit3d
-from pipelines.module import ClassificationModule
 from pipelines.pretrain import PretrainVolumeDataModule
+from vit3d.data import VolumeDataset
+from vit3d.errors import ConfigError
 
 PROBES = Path(__file__).parent / "probes"
 TINY_MODEL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": [4, 8, 8]}
@@ -26,9 +28,24 @@ def volume_config(csv_path: Path, root: Path, **trainer: object) -> dict:
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "log_every_n_steps": 1, "max_steps": 4,
                     "default_root_dir": str(root), **trainer},
-        "model": {"model": "vit_tiny_patch16_3d", "model_args": TINY_MODEL, **TINY_DECODER},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d", "init_args": TINY_MODEL},
+                  **TINY_DECODER},
         "data": {"class_path": "pipelines.pretrain.PretrainVolumeDataModule",
-                 "init_args": {"data": str(csv_path), "img_size": [16, 32, 32], "batch_size": 4, "augment": False}},
+                 "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
+                               "augment": False, "num_workers": 0}},
+    }
+
+
+def fit_config(csv_path: Path, root: Path) -> dict:
+    """`vit3d fit`'s config of the same encoder (what tests/pipelines/test_train.py trains)."""
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
+                    "enable_model_summary": False, "max_steps": 1, "default_root_dir": str(root)},
+        "model": {"net": {"class_path": "pipelines.networks.vit_tiny_patch16_3d", "init_args": TINY_MODEL}},
+        "data": {"class_path": "pipelines.datamodules.VolumeDataModule",
+                 "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
+                               "num_workers": 0}},
     }
 
 
@@ -51,7 +68,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_pretrain_writes_an_encoder_that_fit_loads_strictly(volumes: Path, tmp_path: Path) -> None:
+def test_pretrain_writes_an_encoder_that_fit_loads_strictly(volumes: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(PROBES))
     cfg = write_yaml(tmp_path / "pre.yaml", volume_config(volumes, tmp_path / "run"))
     assert vit3d(["pretrain", "-c", str(cfg)]) == 0
     encoder = tmp_path / "run/encoder.safetensors"
@@ -70,16 +89,23 @@ def test_pretrain_writes_an_encoder_that_fit_loads_strictly(volumes: Path, tmp_p
     assert "val/reconstruction" in events.Tags()["images"]
 
     saved = load_file(str(encoder))
-    # fit with the pretraining config's model and only model.pretrained added: every encoder tensor arrives
-    for model, model_args in (("vit_tiny_patch16_3d", TINY_MODEL), (None, None)):
-        module = ClassificationModule(model, model_args=model_args, pretrained=str(encoder), num_classes=2,
-                                      in_chans=1, img_size=[16, 32, 32])
-        state = module.model.state_dict()
-        assert set(saved) <= set(state)
+    # `vit3d fit` with the fit config and only the encoder file added, spelt both ways: the typed Pretrained
+    # network (architecture from the file), or the config's own preset with init_args.pretrained. The weights fit
+    # starts from (recorded by a probe callback at fit start) hold every encoder tensor and a fresh head.
+    fit_cfg = write_yaml(tmp_path / "fit.yaml", fit_config(volumes, tmp_path / "fit"))
+    spellings = {"Pretrained": ["--model.net", "pipelines.networks.Pretrained", "--model.net.init_args.path",
+                                str(encoder)],
+                 "preset": ["--model.net.init_args.pretrained", str(encoder)]}
+    for name, extra in spellings.items():
+        start = tmp_path / f"start_{name}.safetensors"
+        probe = ["--trainer.callbacks+=vit3d_test_probes.InitialWeights",
+                 f"--trainer.callbacks.path={start}"]
+        assert vit3d(["fit", "-c", str(fit_cfg), *extra, *probe]) == 0, name
+        state = load_file(str(start))
+        assert set(saved) <= set(state), name
         for key, value in saved.items():
-            assert torch.equal(state[key], value), key
-        assert {"head.weight", "head.bias"} <= set(state) - set(saved)
-        assert module.model.load_report.reinitialised  # the new head is reported, not silent
+            assert torch.equal(state[key], value), (name, key)
+        assert set(state) - set(saved) == {"head.weight", "head.bias"}, name  # only the new 2-class head
 
 
 def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
@@ -111,20 +137,22 @@ def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
 def test_unlabelled_folder_and_splits(volumes: Path, tmp_path: Path) -> None:
     rows = read_rows(volumes)
     # a CSV with a split column: train rows learn, val rows validate, test rows stay unseen
-    dm = PretrainVolumeDataModule(str(volumes), img_size=(16, 32, 32), validate_files=False)
+    dataset = functools.partial(VolumeDataset, img_size=(16, 32, 32))
+    dm = PretrainVolumeDataModule(str(volumes), dataset=dataset, validate_files=False)
     dm.setup("fit")
     ids = {split: {Path(row["image"]).name for _, row in dm.datasets[split].rows} for split in ("train", "val")}
     expected = {s: {Path(r["image"]).name for r in rows if r["split"] == s} for s in ("train", "val")}
     assert ids == expected
     assert all(int(dm.datasets["train"][i]["label"]) == -1 for i in range(2))  # labels are not read
     # a folder of files (masks excluded): 5 % held out for validation, at least one, none lost
-    folder = PretrainVolumeDataModule(str(volumes.parent / "volumes"), img_size=(16, 32, 32), validate_files=False)
+    folder = PretrainVolumeDataModule(str(volumes.parent / "volumes"), dataset=dataset, validate_files=False)
     folder.setup("fit")
     train = [row["image"] for _, row in folder.datasets["train"].rows]
     val = [row["image"] for _, row in folder.datasets["val"].rows]
     assert len(val) == 1 and len(train) == len(rows) - 1 and not set(train) & set(val)
-    with pytest.raises(ValueError, match="no 'test' split"):
+    with pytest.raises(ConfigError, match="no 'test' split"):
         folder._source("test")
+    assert not folder.has_split("test")  # so validate_splits checks train and val only
 
 
 def test_bad_config_is_one_line(volumes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -154,10 +182,11 @@ def test_clips_continue_videomae_pretraining(clips: Path, tmp_path: Path) -> Non
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "max_steps": 2, "default_root_dir": str(tmp_path / "run")},
-        "model": {"model": None, "pretrained": str(tmp_path / "videomae"), "mask_ratio": 0.5},
+        "model": {"net": {"class_path": "pipelines.pretrain.VideoMAEPretraining",
+                          "init_args": {"path": str(tmp_path / "videomae")}}, "mask_ratio": 0.5},
         "data": {"class_path": "pipelines.pretrain.PretrainVideoDataModule",
-                 "init_args": {"data": str(clips), "frames": 4, "frame_size": [16, 16], "decoder": "pyav",
-                               "batch_size": 4}},
+                 "init_args": {"data": str(clips), "dataset": {"frames": 4, "img_size": [16, 16], "decoder": "pyav"},
+                               "batch_size": 4, "num_workers": 0}},
     }
     assert vit3d(["pretrain", "-c", str(write_yaml(tmp_path / "clips.yaml", cfg))]) == 0
     gif = tmp_path / "run/reconstructions/reconstruction.gif"
@@ -177,9 +206,14 @@ def test_shipped_configs_parse_and_match_their_fit_config(pretrain: str, fit: st
     assert vit3d(["pretrain", "-c", str(configs / pretrain), "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     target = yaml.safe_load((configs / fit).read_text())
-    # the encoder is the fit config's model, so `fit --model.pretrained encoder.safetensors` needs nothing else
-    assert printed["model"]["model"] == target["model"]["model"]
-    assert printed["model"]["model_args"] == target["model"]["model_args"]
+    # the encoder is the fit config's network and the preprocessing its dataset's, so fit from the encoder file
+    # needs nothing else
+    net, fit_net = printed["model"]["net"], target["model"]["net"]
+    assert net["class_path"] == fit_net["class_path"]
+    assert {k: net["init_args"][k] for k in fit_net["init_args"]} == fit_net["init_args"]
+    dataset, fit_dataset = printed["data"]["init_args"]["dataset"], target["data"]["init_args"]["dataset"]
+    preprocessing = [k for k in fit_dataset if k not in ("num_clips", "num_crops")]  # multi-view testing only
+    assert {k: dataset["init_args"][k] for k in preprocessing} == {k: fit_dataset[k] for k in preprocessing}
 
 
 @pytest.mark.slow
@@ -226,6 +260,7 @@ def test_two_process_ddp_ranks_agree_and_one_encoder_is_written(volumes: Path, t
 
 def test_starts_from_a_2d_checkpoint_inflated_on_the_fly_or_an_inflate_file(tmp_path: Path) -> None:
     import vit3d
+    from pipelines.networks import Pretrained, preset_class
     from pipelines.pretrain import MAEModule
     from vit3d.weights import inflate_file, save_model
 
@@ -235,14 +270,16 @@ def test_starts_from_a_2d_checkpoint_inflated_on_the_fly_or_an_inflate_file(tmp_
     inflated = tmp_path / "vit3d.safetensors"
     inflate_file(src, inflated, frames=16, tubelet=4, in_chans=1, num_classes=0)
     x = torch.randn(2, 1, 16, 32, 32)
-    for model, pretrained in (("vit_tiny_patch16_3d", src), (None, inflated)):
-        args = {"patch_size": [4, 8, 8], "embed_dim": 32, "depth": 2, "num_heads": 2} if model else None
-        module = MAEModule(model, model_args=args, pretrained=str(pretrained), in_chans=1, img_size=[16, 32, 32],
-                           **TINY_DECODER)
+    tiny = {"patch_size": [4, 8, 8], "embed_dim": 32, "depth": 2, "num_heads": 2, "in_chans": 1,
+            "img_size": [16, 32, 32]}
+    nets = [preset_class("vit_tiny_patch16_3d")(**tiny, pretrained=str(src)),  # 2D, inflated on the fly
+            Pretrained(str(inflated), in_chans=1, img_size=[16, 32, 32])]  # a vit3d inflate file
+    for net in nets:
+        module = MAEModule(net, **TINY_DECODER)
         encoder = module.model.encoder
         assert torch.equal(encoder.blocks[1].mlp.fc2.weight, two_d.blocks[1].mlp.fc2.weight)
         assert encoder.num_classes == 0 and encoder.in_chans == 1 and encoder.patch_size == (4, 8, 8)
         loss = module.model(x, module.model.random_mask(x, torch.Generator().manual_seed(0)))
         assert torch.isfinite(loss)
-    with pytest.raises(ValueError, match="VisionTransformer"):
-        MAEModule("cct_2_3x2_32_3d", in_chans=1, img_size=[16, 32, 32])
+    with pytest.raises(ConfigError, match="VisionTransformer"):
+        MAEModule(preset_class("cct_2_3x2_32_3d")(in_chans=1, img_size=[16, 32, 32]))

@@ -48,3 +48,15 @@ class BatchLog(pl.Callback):
         with open(self.path, "a") as f:
             f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx} {lr:.8g} "
                     f"{','.join(Path(i).name for i in batch['id'])} {pl_module.mix_seed}\n")
+
+
+class InitialWeights(pl.Callback):
+    """Write the network's weights at fit start (before any step) to ``path`` (safetensors)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in pl_module.model.state_dict().items()}, self.path)
