@@ -7,8 +7,9 @@ Per seed:
 2. Keep the labels of only ``--labelled`` (10 %) of the training split, stratified by class, chosen by the seed.
 3. ``vit3d pretrain`` on ALL training volumes (labels ignored; val volumes give ``val/loss``).
 4. ``vit3d fit`` on the labelled share with the same budget (``--finetune-steps``, same optimiser, schedule and
-   augmentation) from: scratch, the pretrained encoder (``--model.pretrained``), and ``--inflated FILE`` when given
-   (a 2D checkpoint already inflated by ``vit3d inflate`` to the volumes' geometry; its own architecture).
+   augmentation) from: scratch, the pretrained encoder (``model.net: pipelines.networks.Pretrained`` with
+   ``init_args.path`` the encoder file), and ``--inflated FILE`` when given (a 2D checkpoint already inflated by
+   ``vit3d inflate`` to the volumes' geometry; its own architecture, also through ``Pretrained``).
 5. ``vit3d test`` with each run's best checkpoint (on the accuracy of the fully labelled val split, the same for
    every arm): test accuracy and AUROC.
 
@@ -45,11 +46,12 @@ sys.path.insert(0, str(REPO))
 from pipelines.cli import main as vit3d  # noqa: E402
 
 # The encoder of configs/demo_volumes.yaml (and configs/pretrain_volumes.yaml).
-MODEL = {"model": "vit_tiny_patch16_3d",
-         "model_args": {"patch_size": [8, 8, 8], "embed_dim": 128, "depth": 4, "num_heads": 4,
-                        "class_token": False, "global_pool": "avg"}}
+NET = {"class_path": "pipelines.networks.vit_tiny_patch16_3d",
+       "init_args": {"patch_size": [8, 8, 8], "embed_dim": 128, "depth": 4, "num_heads": 4, "class_token": False,
+                     "global_pool": "avg"}}
 OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1.0e-3, "weight_decay": 0.05}}
-SCHEDULE = {"class_path": "pipelines.schedulers.WarmupCosineLR", "init_args": {"warmup_steps": 0.1, "min_lr_ratio": 0.01}}
+SCHEDULE = {"class_path": "pipelines.schedulers.WarmupCosineLR",
+            "init_args": {"warmup_steps": 0.1, "min_lr_ratio": 0.01}}
 
 
 def _trainer(root: Path, **extra: Any) -> dict[str, Any]:
@@ -60,8 +62,9 @@ def _trainer(root: Path, **extra: Any) -> dict[str, Any]:
 
 def _data(csv_path: Path, class_path: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return {"class_path": class_path,
-            "init_args": {"data": str(csv_path), "img_size": list(args.shape), "preset": "ct",
-                          "batch_size": args.batch_size, "num_workers": 0, "cache": "memory", **extra}}
+            "init_args": {"data": str(csv_path), "batch_size": args.batch_size, "num_workers": 0,
+                          "dataset": {"img_size": list(args.shape), "preset": "ct",
+                                      "cache": "memory"}, **extra}}
 
 
 def _run(argv: list[str], config: dict[str, Any], log: Path) -> float:
@@ -126,7 +129,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
     pretrain_cfg = {
         "seed_everything": seed,
         "trainer": _trainer(run / "pretrain", max_epochs=args.pretrain_epochs, log_every_n_steps=1),
-        "model": {**MODEL, "mask_ratio": args.mask_ratio, "decoder_embed_dim": 128, "decoder_depth": 2,
+        "model": {"net": NET, "mask_ratio": args.mask_ratio, "decoder_embed_dim": 128, "decoder_depth": 2,
                   "decoder_num_heads": 4, "optimizer": {"class_path": "torch.optim.AdamW",
                                                          "init_args": {"lr": 1.5e-3, "weight_decay": 0.05,
                                                                        "betas": [0.9, 0.95]}},
@@ -147,8 +150,10 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> list[dict[str, 
             "seed_everything": seed,
             "trainer": _trainer(root, max_steps=args.finetune_steps, max_epochs=-1,
                                 check_val_every_n_epoch=args.val_every, log_every_n_steps=1),
-            # the inflated arm keeps its own architecture (model: null): a 2D ViT-S is not the demo's encoder
-            "model": {**(MODEL if arm != "inflated_2d" else {"model": None}), "pretrained": pretrained,
+            # From a file, the typed Pretrained network takes the architecture from it (the inflated arm's 2D ViT-S
+            # is not the demo's encoder); scratch is the demo's preset.
+            "model": {"net": NET if pretrained is None else {"class_path": "pipelines.networks.Pretrained",
+                                                             "init_args": {"path": pretrained}},
                       "optimizer": OPTIMIZER, "lr_scheduler": SCHEDULE, "label_smoothing": 0.1},
             "data": _data(labelled, "pipelines.datamodules.VolumeDataModule", args),
         }
