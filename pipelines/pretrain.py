@@ -311,6 +311,8 @@ class MAEModule(pl.LightningModule):
         elif isinstance(net, VisionTransformer):
             if net.num_classes:
                 net.reset_classifier(0)  # pretraining uses no head; fit adds a fresh one for its classes
+                if isinstance(getattr(net, "model_args", None), dict):
+                    net.model_args = {**net.model_args, "num_classes": 0}
             mae = MaskedAutoencoder(
                 net, decoder_embed_dim=256 if decoder_embed_dim is None else decoder_embed_dim,
                 decoder_depth=4 if decoder_depth is None else decoder_depth,
@@ -321,10 +323,12 @@ class MAEModule(pl.LightningModule):
             raise ConfigError(f"masked autoencoding pretrains vit3d VisionTransformers; model.net builds a "
                               f"{type(net).__name__}", fix="give a ViT preset (vit3d models) or "
                                                             "pipelines.networks.Pretrained")
-        # What the run started from, for the encoder file's provenance and the checkpoint's hparams.
+        # As in fit: the checkpoint stores the encoder's architecture when vit3d can describe it, else the config.
         net_config = (given or {}).get("net")
-        self.hparams["net"] = net_config if net_config is not None else network_config(mae.encoder)
-        self.started_from = _started_from(net_config)
+        stored = network_config(mae.encoder) if isinstance(net, VisionTransformer) else None
+        if stored is not None or net_config is not None:
+            self.hparams["net"] = stored or net_config
+        self.started_from = _started_from(net_config)  # for the encoder file's provenance
         self.model = mae
         if grad_checkpointing:
             mae.encoder.set_grad_checkpointing(True)

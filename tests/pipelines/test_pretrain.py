@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,9 @@ def test_clips_continue_videomae_pretraining(clips: Path, tmp_path: Path) -> Non
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["data_kind"] == "clip"
     assert "model.decoder_pred.weight" in ckpt["state_dict"]
+    with safe_open(str(tmp_path / "run/encoder.safetensors"), framework="pt") as f:
+        provenance = json.loads(f.metadata()["vit3d.provenance"])
+    assert provenance["started_from"] == str(tmp_path / "videomae") and provenance["mask_ratio"] == 0.5
 
 
 @pytest.mark.parametrize(("pretrain", "fit"), [("pretrain_volumes.yaml", "demo_volumes.yaml"),
@@ -283,3 +287,23 @@ def test_starts_from_a_2d_checkpoint_inflated_on_the_fly_or_an_inflate_file(tmp_
         assert torch.isfinite(loss)
     with pytest.raises(ConfigError, match="VisionTransformer"):
         MAEModule(preset_class("cct_2_3x2_32_3d")(in_chans=1, img_size=[16, 32, 32]))
+
+
+def test_a_whole_autoencoder_keeps_its_decoder_and_takes_the_run_masks() -> None:
+    """A MaskedAutoencoder given as net (what VideoMAEPretraining builds) continues with its own decoder; the run's
+    mask settings apply to it, and a decoder setting that could not apply is refused, not ignored."""
+    from pipelines.pretrain import MAEModule
+    from vit3d.models import VisionTransformer
+    from vit3d.models.mae import MaskedAutoencoder
+
+    encoder = VisionTransformer(img_size=[8, 32, 32], patch_size=[2, 8, 8], in_chans=3, num_classes=0, embed_dim=32,
+                                depth=1, num_heads=2)
+    mae = MaskedAutoencoder(encoder, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    module = MAEModule(mae, data_kind="clip")
+    assert module.model is mae and (mae.mask_type, mae.mask_ratio) == ("tube", 0.9)  # the clip defaults
+    mask = mae.random_mask(torch.zeros(2, 3, 8, 32, 32), torch.Generator().manual_seed(0))
+    assert mask.mask.view(2, 4, 16).all(dim=1).sum().item() == 2 * round(0.9 * 16)  # whole tubes, 90 % of them
+    with pytest.raises(ConfigError, match="decoder_depth"):
+        MAEModule(mae, decoder_depth=2)
+    with pytest.raises(ConfigError, match="mask_ratio 0.999 of 64 patches hides 64"):
+        MAEModule(mae, mask_ratio=0.999)
