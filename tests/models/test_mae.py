@@ -119,7 +119,8 @@ def test_encoder_runs_on_visible_tokens_only(name: str) -> None:
         latent = mae.forward_encoder(x, mask.ids_keep)
     hook.remove()
     keep = mask.ids_keep.shape[1]
-    assert seen == [enc.num_prefix_tokens + keep] and keep == enc.patch_embed.num_patches - round(0.75 * enc.patch_embed.num_patches)
+    num_patches = enc.patch_embed.num_patches
+    assert seen == [enc.num_prefix_tokens + keep] and keep == num_patches - round(0.75 * num_patches)
     # What is hidden cannot change the encoding: scramble every hidden patch's pixels.
     patches = patchify(x, enc.patch_size)
     noise = torch.randn_like(patches) * mask.mask[..., None]

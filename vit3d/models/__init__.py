@@ -17,4 +17,5 @@ from .registry import (
 from .vit import VisionTransformer
 
 __all__ = ["CCT", "MaskedAutoencoder", "PretrainedTag", "VisionTransformer", "build_model", "is_model", "list_models",
-           "list_pretrained", "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained", "split_model_name"]
+           "list_pretrained", "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained",
+           "split_model_name"]
