@@ -224,8 +224,8 @@ class VideoMAEPretraining(MaskedAutoencoder):
             from vit3d.errors import CheckpointError
 
             raise CheckpointError("not a VideoMAEForPreTraining checkpoint (no decoder)", file=path,
-                                  fix="for an encoder alone use pipelines.networks.Pretrained (a new decoder is "
-                                      "built)")
+                                  fix="for an encoder alone give its weights file to pipelines.networks.Pretrained "
+                                      "(a new decoder is built)")
         # Masks: a ratio every grid of 2+ tokens accepts; MAEModule sets the run's (model.mask_type, mask_ratio).
         source = load_videomae_pretraining(path, mask_type="tube", mask_ratio=0.5)
         encoder = source.encoder

@@ -65,7 +65,8 @@ def convert_videomae_pretraining(state_dict: Mapping[str, torch.Tensor], hf_conf
     tensors = dict(state_dict)
     if not all(k in tensors for k in _DECODER_MARKERS):
         raise CheckpointError(f"{source} holds no VideoMAE pretraining decoder ({list(_DECODER_MARKERS)} absent); "
-                         "for an encoder alone use pipelines.networks.Pretrained (a fresh decoder is built)")
+                              "for an encoder alone give the weights file to pipelines.networks.Pretrained (vit3d "
+                              "pretrain builds a fresh decoder)")
     decoder = {k: v for k, v in tensors.items()
                if k.startswith(("decoder.", "encoder_to_decoder.")) or k == "mask_token"}
     encoder_ckpt = convert_videomae({k: v for k, v in tensors.items() if k not in decoder}, config, source=source)
