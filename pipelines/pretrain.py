@@ -21,6 +21,7 @@ folder (searched recursively, :func:`vit3d.data.inputs.discover_inputs`) or a gl
 
 from __future__ import annotations
 
+import abc
 import csv
 import random
 import sys
@@ -72,9 +73,9 @@ class UnlabelledDataModule(_ClassificationDataModule):
         return []
 
     @property
+    @abc.abstractmethod
     def path_keys(self) -> list[str]:
         """Table columns holding file paths (resolved against the CSV's folder)."""
-        raise NotImplementedError
 
     def _rows(self, source: str) -> list[dict[str, Any]]:
         """Unlabelled rows of a CSV (paths resolved against its folder), or of a folder or glob of files."""
