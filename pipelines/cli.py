@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "validate": ("pipelines.train", True, "evaluate a checkpoint on the validation split"),
     "test": ("pipelines.train", True, "evaluate a checkpoint on the test split (multi-view averaging for clips)"),
     "predict": ("pipelines.train", True, "predict new files and write a CSV of labels and probabilities"),
+    "pretrain": ("pipelines.pretrain", False, "masked-autoencoder pretraining on unlabelled volumes or clips"),
     "inflate": ("pipelines.commands.inflate", False, "turn a 2D ViT checkpoint into a 3D vit3d safetensors file"),
     "adapt": ("pipelines.commands.adapt", False, "change frames, tubelet, size, channels, classes of a 3D checkpoint"),
     "models": ("pipelines.commands.models", False, "list registered models, or show one model's config"),

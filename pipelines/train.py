@@ -48,7 +48,7 @@ from .datamodules import _ClassificationDataModule
 from .hardware import auto_precision
 from .module import ClassificationModule, _gather_objects
 
-__all__ = ["PredictionCSVWriter", "RunSummary", "VitArgumentParser", "VitCLI", "main", "write_predictions"]
+__all__ = ["PredictionCSVWriter", "RunSummary", "VitArgumentParser", "VitCLI", "main", "run_cli", "write_predictions"]
 
 DEFAULT_ROOT = "outputs/vit3d"
 # --ckpt_path values Lightning resolves itself (from the checkpoint callback of the run's config).
@@ -240,6 +240,11 @@ class VitCLI(LightningCLI):
         # it saves after best.ckpt and holds the updated best score.
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.link_arguments("trainer.default_root_dir", "last_checkpoint.dirpath", compute_fn=_checkpoint_dir)
+
+        self.link_data_to_model(parser)
+
+    def link_data_to_model(self, parser: LightningArgumentParser) -> None:
+        """Values the data determines, passed to the model (``vit3d pretrain`` links fewer)."""
         for key in ("num_classes", "in_chans", "img_size"):
             parser.link_arguments(f"data.{key}", f"model.net.init_args.{key}", apply_on="instantiate")
         parser.link_arguments("data.classes", "model.class_names", apply_on="instantiate")
@@ -301,29 +306,38 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = {sub: {"usage": f"vit3d {sub} [-c CONFIG ...] [--print_config] [--KEY VALUE ...]"}
              for sub in ("fit", "validate", "test", "predict")}
+    return run_cli(argv, {"prog": "vit3d", **usage})
+
+
+def run_cli(argv: list[str], parser_kwargs: dict[str, Any], *, cli_class: type[VitCLI] = VitCLI,
+            model_class: type[pl.LightningModule] = ClassificationModule,
+            datamodule_class: type[pl.LightningDataModule] = _ClassificationDataModule,
+            default_root: str = DEFAULT_ROOT) -> int:
+    """Run a :class:`VitCLI` (``vit3d pretrain`` passes its subclass and module); returns the exit status.
+
+    User errors propagate (:func:`pipelines.cli.main` prints them as one line, exit 2); ``--help`` and
+    ``--print_config`` return their exit status.
+    """
     try:
         with warnings.catch_warnings():
             # Tests and the dispatcher pass argv explicitly while sys.argv holds the same or the test runner's.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-            _run_cli(argv, usage)
+            cli_class(
+                model_class,
+                datamodule_class,
+                subclass_mode_data=True,
+                parser_class=VitArgumentParser,
+                # log_every_n_steps: Lightning's 50 logs nothing in a short run.
+                trainer_defaults={"precision": auto_precision(), "default_root_dir": default_root,
+                                  "log_every_n_steps": 10},
+                save_config_kwargs={"overwrite": True},
+                auto_configure_optimizers=False,
+                parser_kwargs=parser_kwargs,
+                args=argv,
+            )
     except SystemExit as exit_:  # --help, --print_config
         return int(exit_.code or 0)
     return 0
-
-
-def _run_cli(argv: list[str], parser_kwargs: dict[str, Any]) -> VitCLI:
-    return VitCLI(
-        ClassificationModule,
-        _ClassificationDataModule,
-        subclass_mode_data=True,
-        parser_class=VitArgumentParser,
-        # log_every_n_steps: Lightning's 50 logs nothing in a short run.
-        trainer_defaults={"precision": auto_precision(), "default_root_dir": DEFAULT_ROOT, "log_every_n_steps": 10},
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        parser_kwargs={"prog": "vit3d", **parser_kwargs},
-        args=argv,
-    )
 
 
 if __name__ == "__main__":

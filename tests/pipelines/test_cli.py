@@ -24,6 +24,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "validate": (["validate", "--ckpt_path", str(tmp / "missing.ckpt")], "checkpoint not found"),
         "test": (["test", "--ckpt_path", str(corrupt)], "cannot read the checkpoint"),
         "predict": (["predict", "-c", "configs/ct.yaml"], "no trained checkpoint to predict with"),
+        "pretrain": (["pretrain", "-c", "configs/pretrain_volumes.yaml", "--model.mask_ratio", "1.0"],
+                     "mask_ratio 1.0 must be in (0, 1)"),
         "inflate": (["inflate", str(tmp / "vit.pth")], "--out"),
         "adapt": (["adapt", str(tmp / "missing.safetensors"), "--out", str(tmp / "x.safetensors")],
                   "checkpoint does not exist"),

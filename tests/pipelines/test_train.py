@@ -168,7 +168,8 @@ def test_misspelt_nested_key_in_yaml_is_rejected_before_training(volumes: Path, 
     assert not (tmp_path / "run").exists()
 
 
-CONFIGS = sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml"))
+# vit3d pretrain's configs (an MAEModule, not fit's) are parsed by tests/pipelines/test_pretrain.py.
+CONFIGS = sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if not p.name.startswith("pretrain_"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)

@@ -1,6 +1,7 @@
 """Model families; importing this package registers every preset."""
 
 from .cct import CCT
+from .mae import MaskedAutoencoder
 from .registry import (
     PretrainedTag,
     build_model,
@@ -15,5 +16,6 @@ from .registry import (
 )
 from .vit import VisionTransformer
 
-__all__ = ["CCT", "PretrainedTag", "VisionTransformer", "build_model", "is_model", "list_models", "list_pretrained",
-           "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained", "split_model_name"]
+__all__ = ["CCT", "MaskedAutoencoder", "PretrainedTag", "VisionTransformer", "build_model", "is_model", "list_models",
+           "list_pretrained", "model_entrypoint", "pretrained_tag", "register_model", "register_pretrained",
+           "split_model_name"]

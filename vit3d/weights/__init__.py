@@ -36,11 +36,14 @@ from .load import (
 )
 from .report import Checkpoint, LoadReport
 from .video import convert_hf_video, convert_videomae, convert_vivit
+from .videomae_pretraining import convert_videomae_pretraining, load_videomae_pretraining
 
 __all__ = [
     "FORMATS", "FORMAT_NAMES", "Checkpoint", "LoadReport", "adapt", "adapt_checkpoint", "adapt_file",
-    "adapt_input_conv", "cct_config", "convert_hf_video", "convert_videomae", "convert_vivit", "create_pretrained",
+    "adapt_input_conv", "cct_config", "convert_hf_video", "convert_videomae", "convert_videomae_pretraining",
+    "convert_vivit", "create_pretrained",
     "detect_format", "infer_config", "inflate", "inflate_file", "inflate_patch_kernel", "load_2d", "load_model",
+    "load_videomae_pretraining",
     "load_state_strict", "model_config", "resample_checkpoint_pos", "resample_kernel_axis", "save_checkpoint",
     "save_model", "set_classifier", "set_in_chans", "set_patch_depth", "vit_config",
 ]

@@ -113,3 +113,15 @@ def run_fit(argv: list[str], log: str) -> None:
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's whole life
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.exit(main(["fit", *argv]))
+
+
+class InitialWeights(pl.Callback):
+    """Write the network's weights at fit start (before any step) to ``path`` (safetensors)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in pl_module.model.state_dict().items()}, self.path)
