@@ -116,7 +116,7 @@ def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
     monkeypatch.syspath_prepend(str(PROBES))
     base = volume_config(volumes, tmp_path / "a", max_steps=-1, max_epochs=3)  # 8 volumes, batch 2: 4 steps/epoch
     base["data"]["init_args"]["batch_size"] = 2
-    every_step = ["--checkpoint.every_n_train_steps", "1"]
+    every_step = ["--last_checkpoint.every_n_train_steps", "1"]  # last.ckpt after every optimiser step
     assert vit3d(["pretrain", "-c", str(write_yaml(tmp_path / "a.yaml", base)), *every_step]) == 0
 
     killed = dict(base, trainer={**base["trainer"], "default_root_dir": str(tmp_path / "b"), "callbacks": [
