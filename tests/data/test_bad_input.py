@@ -1,4 +1,4 @@
-"""Every bad input named in the issue: validate() reports it with file and reason; at run time
+"""Every bad input of the data layer: validate() reports it with file and reason; at run time
 ``on_error='raise'`` raises an error naming the file, ``'skip'`` logs it and the epoch goes on."""
 
 from __future__ import annotations

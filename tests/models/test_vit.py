@@ -8,7 +8,7 @@ from vit3d.models import VisionTransformer
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 
 
-def test_issue_shapes_small_3d_and_2d_presets():
+def test_preset_shapes_small_3d_and_2d():
     m = vit3d.create_model("vit_small_patch16_3d", img_size=(16, 112, 112), num_classes=10, depth=1)
     assert m(torch.randn(2, 3, 16, 112, 112)).shape == (2, 10)
     m2 = vit3d.create_model("vit_tiny_patch16_2d", depth=1)

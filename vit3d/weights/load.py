@@ -29,7 +29,7 @@ _INHERITED = ("qkv_bias", "class_token", "no_embed_class", "global_pool", "fc_no
               "act_layer")
 
 
-def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - issue's name
+def load_2d(source: str | Path, format: str = "auto", **hints: Any) -> Checkpoint:  # noqa: A002 - the established keyword name
     """Read a ViT checkpoint into the canonical layout and infer its architecture.
 
     Args:
