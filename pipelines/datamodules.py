@@ -189,10 +189,10 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     suffixes: tuple[str, ...] = ()
     dataset_class: type[Dataset]
 
-    def __init__(self, data: str | None, *, dataset: Any, val_data: str | None, test_data: str | None,
-                 predict_data: str | None, classes: list[str] | None, augment: bool, batch_size: int,
-                 eval_batch_size: int | None, num_workers: int, pin_memory: bool, seed: int,
-                 validate_files: bool) -> None:
+    def __init__(self, data: str | None = None, *, dataset: Any, val_data: str | None = None,
+                 test_data: str | None = None, predict_data: str | None = None, classes: list[str] | None = None,
+                 augment: bool = True, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 2,
+                 pin_memory: bool = False, seed: int = 0, validate_files: bool = True) -> None:
         super().__init__()
         given = _given_hyperparameters.get()  # the config LightningCLI parsed, when it built this data module
         self.save_hyperparameters(ignore=["dataset"], frame=inspect.currentframe().f_back)
@@ -412,26 +412,10 @@ class VolumeDataModule(_ClassificationDataModule):
     suffixes = VOLUME_SUFFIXES
     dataset_class = VolumeDataset
 
-    def __init__(
-        self,
-        data: str | None = None,
-        *,
-        dataset: VolumeDatasetFactory = VolumeDataset,
-        val_data: str | None = None,
-        test_data: str | None = None,
-        predict_data: str | None = None,
-        classes: list[str] | None = None,
-        augment: bool = True,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        seed: int = 0,
-        validate_files: bool = True,
-    ) -> None:
-        super().__init__(data, dataset=dataset, val_data=val_data, test_data=test_data, predict_data=predict_data,
-                         classes=classes, augment=augment, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, pin_memory=pin_memory, seed=seed, validate_files=validate_files)
+    def __init__(self, data: str | None = None, *, dataset: VolumeDatasetFactory = VolumeDataset,
+                 **kwargs: Any) -> None:
+        # The other keywords are the base class's (typed there; jsonargparse follows this call to list them).
+        super().__init__(data, dataset=dataset, **kwargs)
         kw = self.dataset_kwargs
         if kw.get("img_size") is None:
             raise ConfigError("the volume dataset has no img_size; the model needs a fixed input size",
@@ -487,26 +471,10 @@ class VideoDataModule(_ClassificationDataModule):
     suffixes = VIDEO_SUFFIXES
     dataset_class = VideoClipDataset
 
-    def __init__(
-        self,
-        data: str | None = None,
-        *,
-        dataset: VideoDatasetFactory = VideoClipDataset,
-        val_data: str | None = None,
-        test_data: str | None = None,
-        predict_data: str | None = None,
-        classes: list[str] | None = None,
-        augment: bool = True,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        seed: int = 0,
-        validate_files: bool = True,
-    ) -> None:
-        super().__init__(data, dataset=dataset, val_data=val_data, test_data=test_data, predict_data=predict_data,
-                         classes=classes, augment=augment, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         num_workers=num_workers, pin_memory=pin_memory, seed=seed, validate_files=validate_files)
+    def __init__(self, data: str | None = None, *, dataset: VideoDatasetFactory = VideoClipDataset,
+                 **kwargs: Any) -> None:
+        # The other keywords are the base class's (typed there; jsonargparse follows this call to list them).
+        super().__init__(data, dataset=dataset, **kwargs)
         kw = self.dataset_kwargs
         size = kw["img_size"]
         self._frame_size = [int(size)] * 2 if isinstance(size, int) else [int(s) for s in size]

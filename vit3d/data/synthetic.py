@@ -78,6 +78,17 @@ def _stratified_splits(labels: Sequence[int], val_fraction: float, test_fraction
     return splits.tolist()
 
 
+def _plan(root: Path, folder: str, params: dict) -> tuple[np.random.Generator, list[int], list[str]] | None:
+    """``None`` when ``root`` already holds the dataset ``params`` describe; else make ``root/folder`` and return
+    the generator, the balanced labels and their stratified splits."""
+    if _is_current(root, params):
+        return None
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(params["seed"])
+    labels = [i % params["num_classes"] for i in range(params["num_samples"])]
+    return rng, labels, _stratified_splits(labels, params["val_fraction"], params["test_fraction"], rng)
+
+
 def _tilted_rotation(rng: np.random.Generator, max_tilt: float) -> np.ndarray:
     """A rotation whose first column (a tube's axis) is within ``max_tilt`` radians of the z axis."""
     tilt, azimuth = rng.uniform(0, max_tilt), rng.uniform(0, 2 * math.pi)
@@ -239,12 +250,10 @@ def make_volume_dataset(root: str | Path, *, num_samples: int = 120, shape: Sequ
     params = dict(kind="volumes", version=_FORMAT_VERSION, num_samples=num_samples, shape=list(shape),
                   spacing=list(spacing), num_classes=num_classes, seed=seed, val_fraction=val_fraction,
                   test_fraction=test_fraction, columns=columns)
-    if _is_current(root, params):
+    plan = _plan(root, "volumes", params)
+    if plan is None:
         return root / "dataset.csv"
-    (root / "volumes").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    labels = [i % num_classes for i in range(num_samples)]
-    splits = _stratified_splits(labels, val_fraction, test_fraction, rng)
+    rng, labels, splits = plan
     affine = _affine(spacing, shape)
     rows = []
     for i, (lab, split) in enumerate(zip(labels, splits, strict=True)):
@@ -356,12 +365,10 @@ def make_clip_dataset(root: str | Path, *, num_samples: int = 80, frames: int = 
     params = dict(kind="clips", version=_FORMAT_VERSION, num_samples=num_samples, frames=frames, size=list(size),
                   fps=fps, num_classes=num_classes, seed=seed, video_frames=video_frames,
                   val_fraction=val_fraction, test_fraction=test_fraction, crf=crf, columns=columns)
-    if _is_current(root, params):
+    plan = _plan(root, "clips", params)
+    if plan is None:
         return root / "dataset.csv"
-    (root / "clips").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    labels = [i % num_classes for i in range(num_samples)]
-    splits = _stratified_splits(labels, val_fraction, test_fraction, rng)
+    rng, labels, splits = plan
     rows = []
     for i, (lab, split) in enumerate(zip(labels, splits, strict=True)):
         name = CLIP_CLASSES[lab]
