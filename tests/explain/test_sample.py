@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import nibabel as nib
@@ -14,17 +13,6 @@ import vit3d
 from vit3d.explain import explain, explain_sample, explain_sliding, resample_to_reference
 
 SIZE = (16, 24, 40)  # model-space (D, H, W): pads D, crops H, pads W of the 16 x 32 x 32 synthetic volumes
-
-
-@pytest.fixture(scope="module")
-def volume_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
-    from vit3d.data.synthetic import make_volume_dataset
-
-    root = tmp_path_factory.mktemp("vols")
-    table = make_volume_dataset(root, num_samples=2, shape=(16, 32, 32))
-    with open(table) as f:
-        rows = list(csv.DictReader(f))
-    return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()} for row in rows]
 
 
 def _prepare(spacing: tuple[float, float, float]):  # noqa: ANN202 - the data engineer's MONAI eval stage

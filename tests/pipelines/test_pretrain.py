@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 from pathlib import Path
@@ -15,6 +14,7 @@ from safetensors.torch import load_file
 
 from pipelines.cli import main as vit3d
 from pipelines.pretrain import PretrainVolumeDataModule
+from tests.pipelines.helpers import read_rows, write_yaml
 from vit3d.data import VolumeDataset
 from vit3d.errors import ConfigError
 
@@ -48,25 +48,6 @@ def fit_config(csv_path: Path, root: Path) -> dict:
                  "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
                                "num_workers": 0}},
     }
-
-
-def write_yaml(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vit3d.data.synthetic import make_volume_dataset
-
-    root = tmp_path_factory.mktemp("volumes")
-    return make_volume_dataset(root, num_samples=16, shape=(16, 32, 32), num_classes=2, seed=0,
-                               val_fraction=0.25, test_fraction=0.25)
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_pretrain_writes_an_encoder_that_fit_loads_strictly(volumes: Path, tmp_path: Path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 
 from pipelines.cli import main as vit3d
 from pipelines.inference import load_for_inference
+from tests.pipelines.helpers import read_rows, write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PROBES = Path(__file__).parent / "probes"
@@ -29,25 +29,6 @@ def tiny_config(csv_path: Path, root: Path, **trainer: object) -> dict:
                  "init_args": {"data": str(csv_path), "dataset": {"img_size": [16, 32, 32]}, "batch_size": 4,
                                "num_workers": 0}},
     }
-
-
-def write_yaml(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vit3d.data.synthetic import make_volume_dataset
-
-    root = tmp_path_factory.mktemp("volumes")
-    return make_volume_dataset(root, num_samples=16, shape=(16, 32, 32), num_classes=2, seed=0,
-                               val_fraction=0.25, test_fraction=0.25)
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -15,17 +15,6 @@ from pipelines.commands import explain as cmd
 from vit3d.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def volume_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
-    from vit3d.data.synthetic import make_volume_dataset
-
-    root = tmp_path_factory.mktemp("vols")
-    table = make_volume_dataset(root, num_samples=2, shape=(16, 32, 32))
-    with open(table) as f:
-        rows = list(csv.DictReader(f))
-    return [{k: str(root / v) if k in ("image", "mask") else v for k, v in row.items()} for row in rows]
-
-
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint does not exist"):
         cmd.main(["--ckpt", str(tmp_path / "none.ckpt"), "--input", "x.nii.gz", "--out", str(tmp_path)])
