@@ -6,6 +6,8 @@
 3. Activation checkpointing: peak memory per sample with and without ``set_grad_checkpointing()`` (the slope of
    peak memory over batch size), hence the largest batch that fits a fixed memory budget, and the time cost.
 4. ``patch_drop_rate``: step time with 0, 0.25 and 0.5 of the patch tokens dropped.
+5. Recomputing norm and GELU outputs in the backward pass (``set_recompute_norm_act``, on by default): step time
+   (the same model switched between the two paths, interleaved) and peak memory, per preset and precision.
 
 A and B are interleaved and the median of ``--repeats`` is kept; ``--cpu-time`` times CPU seconds of one thread
 instead of wall seconds, which stays comparable when other processes load the machine.
@@ -159,6 +161,46 @@ def patch_drop(steps: int) -> list[dict[str, Any]]:
     return rows
 
 
+PRESETS = {"small": dict(img=(16, 112, 112), depth=4, batch=4), "long": dict(img=(16, 224, 224), depth=2, batch=2)}
+
+
+def recompute(repeats: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
+    """Step time and peak memory of ``vit_small_patch16_3d`` with the norm/GELU recomputation on and off."""
+    from vit3d.bench import MemoryMeter, autocast, make_optimizer
+
+    rows = []
+    for preset, p in PRESETS.items():
+        for precision in ("32", "bf16-mixed"):
+            torch.manual_seed(0)
+            model = vit3d.create_model("vit_small_patch16_3d", img_size=p["img"], patch_size=(2, 16, 16),
+                                       depth=p["depth"], num_classes=10)
+            opt = make_optimizer(model.parameters())
+            x, y = torch.randn(p["batch"], 3, *p["img"]), torch.randint(0, 10, (p["batch"],))
+
+            def step(enable: bool) -> None:
+                model.set_recompute_norm_act(enable)
+                with autocast("cpu", precision):
+                    loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            peaks = {}
+            for enable in (False, True):
+                step(enable)  # AdamW state exists before the measured step, as in every later step
+                with MemoryMeter("cpu") as meter:
+                    step(enable)
+                peaks[enable] = meter.peak
+            times = _ab({"plain": lambda: step(False), "recompute": lambda: step(True)}, repeats, clock)
+            rows.append({"preset": preset, "precision": precision, "plain_s": round(times["plain"], 4),
+                         "recompute_s": round(times["recompute"], 4),
+                         "time_ratio": round(times["recompute"] / times["plain"], 3),
+                         "plain_mib": round(peaks[False] / 2 ** 20, 1), "recompute_mib": round(peaks[True] / 2 ** 20, 1),
+                         "memory_ratio": round(peaks[True] / peaks[False], 3)})
+            print("recompute", rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     unit = "CPU ms, 1 thread" if report["cpu_time"] else "wall ms"
     out = [f"Attention, batch 4, 6 heads of 64 ({unit}; train = forward + backward)\n",
@@ -180,6 +222,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                 "| precision | patch_drop_rate | step (s) | peak MiB |", "|---|---:|---:|---:|"]
         out += [f"| {r['precision']} | {r['patch_drop_rate']} | {r['step_s']} | {r['peak_mib']} |"
                 for r in report["patch_drop"]]
+    if report.get("recompute"):
+        out += ["", f"Recomputing norm and GELU outputs in the backward pass (vit_small_patch16_3d; step in {unit} "
+                "without the profiler; peak memory of one training step, AdamW state included, input excluded)\n",
+                "| preset | precision | step plain | step recompute | time ratio | peak MiB plain | "
+                "peak MiB recompute | memory ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        out += [f"| {r['preset']} | {r['precision']} | {1000 * r['plain_s']:.0f} | {1000 * r['recompute_s']:.0f} | "
+                f"{r['time_ratio']} | {r['plain_mib']} | {r['recompute_mib']} | {r['memory_ratio']} |"
+                for r in report["recompute"]]
     return "\n".join(out) + "\n"
 
 
@@ -201,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     report: dict[str, Any] = {"machine": machine_info("cpu"), "cpu_time": args.cpu_time,
                               "attention": attention_ab(args.tokens, args.repeats, clock),
-                              "patch_embed": patch_embed_ab(args.repeats, clock)}
+                              "patch_embed": patch_embed_ab(args.repeats, clock),
+                              "recompute": recompute(args.repeats, clock)}
     torch.set_num_threads(threads)
     if not args.skip_models:
         report["checkpointing"] = checkpointing(args.steps)

@@ -127,7 +127,7 @@ class _LayerNormMlp(torch.autograd.Function):
                                                               ctx.eps)[0]
             grad_w1, grad_b1 = _weight_grads(grad_h, y, needs[4], ctx.has_bias[0] and needs[5])
             del y
-            grad_y = grad_h.mm(w1.to(dtype))
+            grad_y = grad_h.mm(w1.to(dtype)).view(x.shape)
             del grad_h  # frees the hidden-width buffer before the norm's backward allocates
             mask = [needs[0], norm_weight is not None and needs[1], norm_bias is not None and needs[2]]
             grad_x, grad_nw, grad_nb = torch.ops.aten.native_layer_norm_backward(
