@@ -30,10 +30,10 @@ timeout 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu 2>&1 | tee "
 
 echo "== ViT-B/16, 16x224x224, bf16: vit3d, MONAI (SDPA), HF VideoMAE (SDPA), vit-pytorch" >&2
 timeout 240 "$PY" benchmarks/peers.py --device cuda --preset base --precision bf16-mixed --steps "$STEPS" \
-    --peers vit3d monai-sdpa hf-videomae vit-pytorch --json "$OUT/peers.json" --markdown "$OUT/peers.md" >/dev/null
+    --rounds 1 --peers vit3d monai-sdpa hf-videomae vit-pytorch --json "$OUT/peers.json" --markdown "$OUT/peers.md" >/dev/null
 
 echo "== the same, torch.compile" >&2
 timeout 240 "$PY" benchmarks/peers.py --device cuda --preset base --precision bf16-mixed --steps "$STEPS" \
-    --peers vit3d hf-videomae --compile --json "$OUT/compile.json" --markdown "$OUT/compile.md" >/dev/null
+    --rounds 1 --peers vit3d hf-videomae --compile --json "$OUT/compile.json" --markdown "$OUT/compile.md" >/dev/null
 
 cat "$OUT"/peers.md "$OUT"/compile.md 2>/dev/null | tee "$OUT/summary.md"

@@ -185,6 +185,9 @@ class ClassificationModule(pl.LightningModule):
         layer_decay: layer-wise lr decay for fine-tuning (e.g. 0.75); ``null`` = off.
         train_last_blocks: fine-tune only the last ``N`` blocks plus norm and head (``0`` = linear probe).
         grad_checkpointing: recompute block activations in backward (less memory).
+        compile: ``torch.compile`` the network's forward when the run starts (``nn.Module.compile``, so checkpoint
+            keys do not change). The first steps are slower while it compiles; on CPU it needs a C++ compiler.
+            ``vit3d bench --compile`` measures what it gains for a model (docs/benchmarks.md).
         sliding_window_overlap: evaluate (validate, test, predict) inputs larger than the network's input by
             overlapping windows of its input size (:func:`vit3d.inference.sliding_window_logits`), each window
             overlapping the next by this share; ``null`` = off. Pair it with the dataset's ``fov: whole`` (the whole
@@ -210,6 +213,7 @@ class ClassificationModule(pl.LightningModule):
         layer_decay: float | None = None,
         train_last_blocks: int | None = None,
         grad_checkpointing: bool = False,
+        compile: bool = False,
         sliding_window_overlap: float | None = None,
         sliding_window_aggregate: Literal["mean", "max", "attention"] = "mean",
     ) -> None:
@@ -239,6 +243,8 @@ class ClassificationModule(pl.LightningModule):
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         if grad_checkpointing:
             net.set_grad_checkpointing(True)
+        self.compile_net = compile
+        self._net_compiled = False
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -275,6 +281,12 @@ class ClassificationModule(pl.LightningModule):
             return self(x)
         return sliding_window_logits(self.model, x, overlap=self.sliding_window_overlap,
                                      aggregate=self.sliding_window_aggregate).logits
+
+    def configure_model(self) -> None:
+        # Here rather than in __init__: Lightning calls it once the strategy has placed (or sharded) the network.
+        if self.compile_net and not self._net_compiled:
+            self.model.compile()
+            self._net_compiled = True
 
     def on_fit_start(self) -> None:
         # What loading the pretrained weights did (renamed, resampled, re-initialised, dropped), before step one.

@@ -173,3 +173,36 @@ def test_sliding_window_evaluation_matches_the_library_aggregate() -> None:
         assert torch.equal(module.eval_logits(small), net(small))
     with pytest.raises(ValueError, match="sliding_window_overlap=1.0"):
         ClassificationModule(net, sliding_window_overlap=1.0)
+
+
+def test_compile_keeps_the_checkpoint_keys_and_happens_once() -> None:
+    """``compile: true`` compiles the network in place (``nn.Module.compile``): the state dict, hence every
+    checkpoint, keeps its keys, and a second ``configure_model`` (validate after fit) does not compile again."""
+    m = _module(compile=True)
+    keys = list(m.state_dict())
+    m.configure_model()
+    compiled = m.model._compiled_call_impl
+    assert compiled is not None and list(m.state_dict()) == keys
+    m.configure_model()
+    assert m.model._compiled_call_impl is compiled
+    plain = _module()
+    plain.configure_model()
+    assert plain.model._compiled_call_impl is None
+
+
+@pytest.mark.slow
+def test_a_compiled_network_trains_like_the_eager_one() -> None:
+    """The compiled forward and backward equal eager ones (inductor on CPU; slow: it compiles)."""
+    torch.manual_seed(0)
+    eager, compiled = _module(), _module(compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.configure_model()
+    x = torch.randn(2, 1, 8, 16, 16)
+    outs = []
+    for m in (eager, compiled):
+        out = m(x)
+        out.sum().backward()
+        outs.append((out, [p.grad for p in m.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(outs[0][1], outs[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
