@@ -103,20 +103,24 @@ class _LayerNormMlp(torch.autograd.Function):
         rows, width = x.numel() // x.shape[-1], x.shape[-1]
         x2, h2, g2 = x.reshape(rows, width), h.view(rows, -1), grad.reshape(rows, -1)
         w2c = w2.to(dtype)
-        grad_w2 = torch.zeros(w2.shape, dtype=torch.float32, device=w2.device) if needs[6] else None
-        grad_b2 = torch.zeros(w2.shape[:1], dtype=torch.float32, device=w2.device) \
-            if ctx.has_bias[1] and needs[7] else None
+        grad_w2 = grad_b2 = None
+
+        def accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+            """Chunk sums in fp32 (the first chunk's product converted, no zero-filled buffer first)."""
+            return part.float() if total is None else total.add_(part)
+
         with torch.autocast(x.device.type, enabled=False):
             # fc2 and GELU in row chunks: the recomputed activation and the activation gradient exist one chunk
             # at a time, and the hidden gradient overwrites the saved pre-activation in place.
             for r in range(0, rows, CHUNK_ROWS):
                 g, hc = g2[r:r + CHUNK_ROWS], h2[r:r + CHUNK_ROWS]
                 act = F.gelu(hc, approximate=approximate)
-                if grad_w2 is not None:
-                    grad_w2 += g.t().mm(act)
-                if grad_b2 is not None:
-                    grad_b2 += g.sum(0)
-                del act
+                part = g.t().mm(act) if needs[6] else None
+                del act  # before the fp32 accumulation allocates
+                if part is not None:
+                    grad_w2 = accumulate(grad_w2, part)
+                if ctx.has_bias[1] and needs[7]:
+                    grad_b2 = accumulate(grad_b2, g.sum(0))
                 torch.ops.aten.gelu_backward.grad_input(g.mm(w2c), hc, approximate=approximate, grad_input=hc)
             grad_h = h2
             del h, h2, hc  # the loop's slice too, or the buffer outlives grad_h
