@@ -251,7 +251,11 @@ def summarize(out_dir: Path) -> str:
                      f"{r['samples_per_s']:.1f} | {r['achieved_gflops']:.0f} | {r['matmul_peak_gflops']:.0f} | "
                      f"{100 * r['peak_fraction']:.0f}% | {r['peak_memory_mib']:.0f} |")
     lines += ["", "### Peers (same width, depth, heads, MLP, tubelet, input and batch)", "",
-              (out_dir / "peers.md").read_text(), "### Levers", "", (out_dir / "levers.md").read_text(),
+              (out_dir / "peers.md").read_text()]
+    if (out_dir / "profiles.md").exists():
+        lines += ["### Per-op profiles, side by side (`benchmarks/profile_ops.py`)", "",
+                  (out_dir / "profiles.md").read_text()]
+    lines += ["### Levers", "", (out_dir / "levers.md").read_text(),
               "### Targets (CPU, this machine)", ""]
     rows = [r for r in peers["results"] if "skipped" not in r]
     for preset in PRESETS:
@@ -277,6 +281,16 @@ def summarize(out_dir: Path) -> str:
                     ratio = twin["peak_memory_mib"] / hf["peak_memory_mib"]
                     lines.append(f"  - like for like, VideoMAE's layout: vit3d {twin['peak_memory_mib']:.0f} MiB vs "
                                  f"hf-videomae {hf['peak_memory_mib']:.0f} MiB ({ratio:.2f}x): {_check(ratio <= 0.8)}")
+    for r in (b for b in bench if b["compile"]):
+        others = [o for o in rows if o["preset"] == r["preset"] and o["precision"] == r["precision"]
+                  and not o["model"].startswith("vit3d")]
+        if others:
+            best = min(others, key=lambda o: o["median_step_s"])
+            ratio = r["median_step_s"] / best["median_step_s"]
+            lines.append(f"- {r['preset']}/{r['precision']} step time with `torch.compile` (`vit3d bench --compile`; "
+                         f"`model.compile: true` in training): {r['median_step_s']:.3f} s vs best peer, eager, "
+                         f"{best['model']} {best['median_step_s']:.3f} s ({ratio:.2f}x, target <= 0.90x): "
+                         f"{_check(ratio <= 0.9)}")
     for r in bench:
         if r["preset"] == "small" and r["precision"] == "bf16-mixed":
             lines.append(f"- small/bf16 fraction of the bf16 matmul peak (compile={r['compile']}): "

@@ -1,0 +1,97 @@
+"""Per-op profiles of one training step, side by side: where vit3d's step spends its time against a peer's.
+
+Each model (built by ``benchmarks/peers.py`` at a preset) runs ``--warmup`` steps, then ``--steps`` steps under
+``torch.profiler``; the table lists every op's self CPU time per step (ms) for each model, biggest first, with
+matrix products (``mm``, ``addmm``, ``bmm``), attention kernels and the patch-embedding convolution grouped by
+name. Time in the same kernels on the same shapes is the same work; what differs is where one model can gain.
+
+Usage:
+    python benchmarks/profile_ops.py --preset long --precision 32 --models vit3d hf-videomae
+    python benchmarks/profile_ops.py --preset small --precision bf16-mixed --models vit3d vit-pytorch --rows 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+from vit3d.bench import autocast, make_optimizer  # noqa: E402
+
+
+def profile_model(name: str, preset: str, precision: str, steps: int, warmup: int) -> dict[str, float]:
+    """Self CPU milliseconds per training step of every op ``name`` runs, by op name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    p = peers.PRESETS[preset]
+    torch.manual_seed(0)
+    model, forward = peers.build_peer(name, p)
+    forward = forward or (lambda m, x: m(x))
+    opt = make_optimizer(model.parameters())
+    x = torch.randn(p["batch"], 3, p["frames"], p["size"], p["size"])
+    y = torch.randint(0, peers.NUM_CLASSES, (p["batch"],))
+
+    def step() -> None:
+        with autocast("cpu", precision):
+            loss = F.cross_entropy(forward(model, x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    out: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        if event.self_cpu_time_total > 0:
+            out[event.key] += event.self_cpu_time_total / 1e3 / steps
+    return dict(out)
+
+
+def to_markdown(profiles: dict[str, dict[str, float]], rows: int) -> str:
+    names = list(profiles)
+    ops = sorted({op for prof in profiles.values() for op in prof}, key=lambda op: -max(
+        prof.get(op, 0.0) for prof in profiles.values()))
+    lines = ["| op | " + " | ".join(f"{n} (ms)" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for op in ops[:rows]:
+        lines.append(f"| `{op[:60]}` | " + " | ".join(f"{profiles[n].get(op, 0.0):.1f}" for n in names) + " |")
+    rest = ops[rows:]
+    lines.append("| (all other ops) | " + " | ".join(f"{sum(profiles[n].get(op, 0.0) for op in rest):.1f}"
+                                                  for n in names) + " |")
+    lines.append("| **total self CPU** | " + " | ".join(f"**{sum(profiles[n].values()):.1f}**" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="long", choices=list(peers.PRESETS))
+    parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    parser.add_argument("--models", nargs="+", default=["vit3d", "hf-videomae"], choices=list(peers.PEERS))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=16)
+    args = parser.parse_args(argv)
+    profiles = {}
+    for name in args.models:
+        try:
+            profiles[name] = profile_model(name, args.preset, args.precision, args.steps, args.warmup)
+        except peers.PeerUnavailable as err:
+            print(f"{name}: skipped ({err})", file=sys.stderr)
+    p = peers.PRESETS[args.preset]
+    print(f"{args.preset} ({p['frames']}x{p['size']}x{p['size']}, batch {p['batch']}), precision {args.precision}, "
+          f"{torch.get_num_threads()} threads; self CPU ms per training step (forward, loss, backward, AdamW)\n")
+    print(to_markdown(profiles, args.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
