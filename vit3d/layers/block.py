@@ -49,9 +49,12 @@ class Block(nn.Module):
         self.recompute_norm_act = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Under autocast the residual stream is fp32 and LayerNorm runs in it on every device; a low-precision
+        # stream under autocast (norms upcast on CUDA, not on CPU) keeps the plain modules' semantics instead.
         if (self.recompute_norm_act and torch.is_grad_enabled() and x.requires_grad
                 and self.attn.attn_sink is None and isinstance(self.mlp.act, nn.GELU)
-                and not (self.training and self.mlp.drop1.p)):
+                and not (self.training and self.mlp.drop1.p)
+                and (x.dtype == torch.float32 or not torch.is_autocast_enabled(x.device.type))):
             x = x + self.drop_path1(self.ls1(self.attn.attend(layer_norm_linear(x, self.norm1, self.attn.qkv))))
             return x + self.drop_path2(self.ls2(self.mlp.drop2(layer_norm_mlp(x, self.norm2, self.mlp))))
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
