@@ -122,9 +122,10 @@ class PyAVDecoder(VideoDecoder):
 
         coded = _coded(size, meta)
         # Scaling down to the size the crops need happens in the YUV -> RGB conversion (bilinear, as decord's
-        # scaling, so the two backends agree), so no full-size RGB frame is made. One reformatter per clip keeps one swscale context for all its frames:
-        # VideoFrame.to_ndarray builds a new one per frame, with as many threads as the machine has cores since
-        # PyAV 17, which costs more than the conversion in a one-core DataLoader worker.
+        # scaling, so the two backends agree): no full-size RGB frame is made. One reformatter per clip keeps one
+        # swscale context for all its frames: VideoFrame.to_ndarray builds a new one per frame, with as many
+        # threads as the machine has cores since PyAV 17, which costs more than the conversion in a one-core
+        # DataLoader worker (benchmarks/data_bench.py).
         options: dict[str, Any] = {"format": "rgb24", **_reformat_threads(self.num_threads)}
         if coded:
             options.update(height=coded[0], width=coded[1])
