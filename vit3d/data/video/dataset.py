@@ -115,6 +115,12 @@ class VideoClipDataset(TableDataset):
             frame) is kept between runs, keyed by path, size and mtime, or a
             :class:`~vit3d.data.video.meta.MetadataCache`; None shares one in-memory cache per process.
         probe_workers: threads :meth:`validate` probes files with (default: up to 8).
+        reencode_cache: a folder in which each video is re-encoded once at the largest size its crops are taken
+            from (1.25x the crop cover; every frame and timestamp kept, display orientation, keyframe every
+            second), so that clips decode the small file instead of e.g. a 1080p one
+            (:mod:`vit3d.data.video.reencode`). Built on a video's first use; a copy that does not keep the
+            source's frame timestamps is not used (the source is decoded, with a warning). None decodes the
+            sources.
 
     Samples: ``image`` float32 ``(C, T, H, W)``, ``label`` int64 scalar, ``id`` (the video path), ``view``
     (``clip_index * num_crops + crop_index``), ``times`` float32 ``(T,)`` seconds since the video's first frame.
@@ -155,6 +161,7 @@ class VideoClipDataset(TableDataset):
         split_fold: int = 1,
         metadata_cache: str | os.PathLike | MetadataCache | None = None,
         probe_workers: int | None = None,
+        reencode_cache: str | os.PathLike | None = None,
     ) -> None:
         check_choice("num_crops", num_crops, (1, 3))
         check_choice("on_short", on_short, ("error", "repeat"))
@@ -179,6 +186,8 @@ class VideoClipDataset(TableDataset):
         self.train, self.flip, self.mean, self.std = train, flip, tuple(mean), tuple(std)
         self.on_short = on_short
         self.probe_workers = probe_workers
+        self.reencode_cache = reencode_cache
+        self._small: dict[tuple[str, int, int], VideoMeta | None] = {}
         if isinstance(metadata_cache, MetadataCache):
             self.cache = metadata_cache
         else:
@@ -337,6 +346,32 @@ class VideoClipDataset(TableDataset):
         at scale ``factor``); with ``decode_resize`` the decoder scales to it when it is smaller than the video."""
         return cover_size(meta.height, meta.width, self._img_size, factor, self.short_side)
 
+    def _reencoded(self, meta: VideoMeta) -> VideoMeta | None:
+        """The small copy of ``meta``'s video in ``reencode_cache`` (made on first use), or None: no cache, the
+        video is no larger than the copy would be, or the copy does not keep the source's frames."""
+        if self.reencode_cache is None:
+            return None
+        key = (meta.path, meta.size, meta.mtime_ns)
+        if key in self._small:
+            return self._small[key]
+        from .reencode import reencode, reencoded_path
+
+        h, w = self._decode_size(meta, 1.25)  # the largest a training sample takes; eval samples take less
+        size = (h + h % 2, w + w % 2)  # yuv420p: even sizes
+        small = None
+        if size[0] < meta.height and size[1] < meta.width:
+            path = reencoded_path(meta, self.reencode_cache, size)
+            if not path.exists():
+                reencode(meta, path, size)
+            small = self.cache.get(str(path))
+            if small.num_frames != meta.num_frames or not np.allclose(small.timestamps, meta.timestamps,
+                                                                      atol=1e-3):
+                logger.warning("%s: the re-encoded copy %s does not keep the source's %d frame timestamps; "
+                               "decoding the source", meta.path, path, meta.num_frames)
+                small = None
+        self._small[key] = small
+        return small
+
     def _spatial(self, clip: torch.Tensor, crop_index: int, rng: np.random.Generator | None,
                  cover: tuple[int, int]) -> torch.Tensor:
         """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32: resized to ``cover`` (nothing to do when the decoder
@@ -374,9 +409,10 @@ class VideoClipDataset(TableDataset):
             assert rng is not None
             factor = float(rng.uniform(1.0, 1.25))
         cover = self._decode_size(meta, factor)
-        shrink = self.decode_resize and cover[0] <= meta.height and cover[1] <= meta.width \
-            and cover != (meta.height, meta.width)
-        frames = self.decoder_for(meta).frames(meta, clip.indices, cover if shrink else None)
+        source = self._reencoded(meta) or meta  # the same frames, indexed alike
+        shrink = self.decode_resize and cover[0] <= source.height and cover[1] <= source.width \
+            and cover != (source.height, source.width)
+        frames = self.decoder_for(source).frames(source, clip.indices, cover if shrink else None)
         frames = torch.from_numpy(np.ascontiguousarray(frames))
         if frames.ndim != 4 or frames.shape[0] != len(clip.indices):
             raise SampleError(path, f"decoder returned frames of shape {tuple(frames.shape)}, expected "
