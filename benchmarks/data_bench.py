@@ -22,11 +22,13 @@ Sources:
   at stride 2 per backend at full size and scaled by FFmpeg; training clips 16x112x112 (``--size``) at stride 2
   from ``VideoClipDataset`` with the metadata cache filled by ``validate()``, decoded at the crop scale
   (``decode_resize=True``, the default) and at full size (then resized as float tensors), and with every sample
-  probing its file again. ``--workers 1 2`` adds rows through a DataLoader with that many workers (wall clock
-  only: the work is in the workers).
+  probing its file again, and with ``reencode_cache`` (each video re-encoded once at the size the crops need:
+  the first epoch pays it, later ones decode the small file). ``--workers 1 2`` adds rows through a DataLoader
+  with that many workers (wall clock only: the work is in the workers).
 
-The worker arithmetic needs nothing newer than ``VideoClipDataset``, so the script also times an older checkout
-of the library (``PYTHONPATH=<checkout>``) for before/after figures.
+Apart from the ``reencode_cache`` rows (skipped where the dataset lacks it), the script needs nothing newer than
+``VideoClipDataset``, so it also times an older checkout of the library (``PYTHONPATH=<checkout>``, run from
+outside the repository) for before/after figures.
 
 Usage:
     nice .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 4]
@@ -36,6 +38,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import platform
@@ -221,6 +224,16 @@ def bench_clips(root: Path, source: str, num: int, seconds: float, size: int, wo
             rate = _rate(ds) if n_workers == 0 else _loader_rate(ds, n_workers)
             rows.append((decoder, what, "cached" if cached else "probed per sample",
                          f"(3, 16, {size}, {size}) float32", rate, n_workers))
+        if "reencode_cache" not in inspect.signature(VideoClipDataset).parameters:  # an older checkout
+            continue
+        with tempfile.TemporaryDirectory() as small:  # each video re-encoded once at the crops' size
+            ds = VideoClipDataset(data, frames=16, stride=2, img_size=(size, size), decoder=decoder, train=True,
+                                  metadata_cache=MetadataCache(), reencode_cache=small)
+            ds.validate()
+            out = f"(3, 16, {size}, {size}) float32"
+            rows.append((decoder, "train clips, reencode_cache: first epoch (re-encodes every video)", "cached",
+                         out, _rate(ds), None))
+            rows.append((decoder, "train clips, reencode_cache: later epochs", "cached", out, _rate(ds), 0))
     return rows, desc
 
 
