@@ -64,8 +64,9 @@ def test_dataset_decodes_the_small_copy_made_once(vfr_video: Path, tmp_path: Pat
     assert list(cache.glob("*.mp4")) == files and files[0].stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
-def test_no_copy_when_the_video_is_small_already(vfr_video: Path, tmp_path: Path) -> None:
-    ds = VideoClipDataset([{"path": str(vfr_video), "label": "a"}], frames=4, img_size=(96, 96), train=True,
-                          reencode_cache=tmp_path / "small", **PLAIN)
-    assert ds[SampleKey(0, 1)]["image"].shape == (3, 4, 96, 96)
+def test_no_copy_when_it_would_keep_more_than_half_the_pixels(vfr_video: Path, tmp_path: Path) -> None:
+    for crop in (96, 64):  # covers x 1.25: 120x200 (larger than the video), 80x134 (70 % of its pixels)
+        ds = VideoClipDataset([{"path": str(vfr_video), "label": "a"}], frames=4, img_size=(crop, crop),
+                              train=True, reencode_cache=tmp_path / "small", **PLAIN)
+        assert ds[SampleKey(0, 1)]["image"].shape == (3, 4, crop, crop)
     assert not (tmp_path / "small").exists()

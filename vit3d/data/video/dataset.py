@@ -118,9 +118,9 @@ class VideoClipDataset(TableDataset):
         reencode_cache: a folder in which each video is re-encoded once at the largest size its crops are taken
             from (1.25x the crop cover; every frame and timestamp kept, display orientation, keyframe every
             second), so that clips decode the small file instead of e.g. a 1080p one
-            (:mod:`vit3d.data.video.reencode`). Built on a video's first use; a copy that does not keep the
-            source's frame timestamps is not used (the source is decoded, with a warning). None decodes the
-            sources.
+            (:mod:`vit3d.data.video.reencode`). Built on a video's first use, for videos at least twice the copy's
+            pixel count; a copy that does not keep the source's frame timestamps is not used (the source is
+            decoded, with a warning). None decodes the sources.
 
     Samples: ``image`` float32 ``(C, T, H, W)``, ``label`` int64 scalar, ``id`` (the video path), ``view``
     (``clip_index * num_crops + crop_index``), ``times`` float32 ``(T,)`` seconds since the video's first frame.
@@ -348,7 +348,7 @@ class VideoClipDataset(TableDataset):
 
     def _reencoded(self, meta: VideoMeta) -> VideoMeta | None:
         """The small copy of ``meta``'s video in ``reencode_cache`` (made on first use), or None: no cache, the
-        video is no larger than the copy would be, or the copy does not keep the source's frames."""
+        copy would keep more than half the video's pixels, or it does not keep the source's frames."""
         if self.reencode_cache is None:
             return None
         key = (meta.path, meta.size, meta.mtime_ns)
@@ -359,7 +359,9 @@ class VideoClipDataset(TableDataset):
         h, w = self._decode_size(meta, 1.25)  # the largest a training sample takes; eval samples take less
         size = (h + h % 2, w + w % 2)  # yuv420p: even sizes
         small = None
-        if size[0] < meta.height and size[1] < meta.width:
+        # decoding costs about its pixel count: a copy of more than half the pixels saves too little to pay for
+        # the pass over the whole video and a second lossy encode
+        if 2 * size[0] * size[1] <= meta.height * meta.width:
             path = reencoded_path(meta, self.reencode_cache, size)
             if not path.exists():
                 reencode(meta, path, size)
