@@ -1,28 +1,46 @@
-"""Data loading throughput per DataLoader worker: volumes (first epoch vs cached) and video clips (decord vs PyAV).
+"""Data loading throughput per DataLoader worker, and the workers a GPU step needs: volumes (uncached vs cached)
+and video clips (decord vs PyAV, 720p and 1080p sources).
 
 Everything runs in one process with one torch thread and one decoder thread, which is what a DataLoader
-worker gets; multiply by the number of workers for a first estimate of a loader's throughput. Rates are
-given per second of the process's CPU time (what one idle core gives; robust to other jobs on the machine)
-and per wall-clock second (lower when other jobs share the cores).
+worker gets. Rates are given per second of the process's CPU time (what one idle core gives; robust to other
+jobs on the machine) and per wall-clock second (lower when other jobs share the cores). Each row also gives the
+workers that feed a GPU step, ``ceil(demand / rate per worker)``, for the demand set by ``--clip-step``/
+``--clip-batch`` and ``--volume-step``/``--volume-batch``:
 
+- clips: a ViT-B/16 on 16x224x224 clips (bf16, H100-class GPU) trains at roughly 60-100 clips/s; the default
+  8 clips per 0.1 s step is 80 clips/s;
+- volumes: a ViT-S 3D on 96^3 volumes trains at several hundred volumes/s; the default 32 volumes per 0.1 s step
+  is 320 volumes/s.
+
+Sources:
 - Volumes: synthetic CT-like NIfTI files (``vit3d.data.synthetic``), CT preset with the MONAI backend (and
   TorchIO for comparison): eval preprocessing and training augmentation, without cache (every epoch reads
   and preprocesses), with the memory cache (the deterministic stage runs once) and with the disk cache.
-- Clips: a 720p (1280x720) H.264 file written with PyAV (30 fps, keyframe every second, ``--seconds`` long,
-  moving content), copied ``--clips`` times: the one-off probe per file; decoding 16 frames per backend (PyAV,
-  decord, torchcodec where it imports) at full size and scaled by FFmpeg; training clips 16x112x112 at stride 2
-  from ``VideoClipDataset`` in-process and through a DataLoader with 1 and 2 workers (``--workers``), with the
-  metadata cache filled by ``validate()`` and with every sample probing its file again. With workers, the
-  "CPU time" column counts only the main process, so read the wall-clock column.
+- Clips: a 1280x720, a 1920x1080 and a 256x144 (what a one-off re-encode to 1.25x the 112 crop gives) H.264
+  file written with PyAV (30 fps, keyframe every second, no B-frames,
+  ``--seconds`` long, moving content), copied ``--clips`` times: the one-off probe per file; decoding 16 frames
+  at stride 2 per backend at full size and scaled by FFmpeg; training clips 16x112x112 (``--size``) at stride 2
+  from ``VideoClipDataset`` with the metadata cache filled by ``validate()``, decoded at the crop scale
+  (``decode_resize=True``, the default) and at full size (then resized as float tensors), and with every sample
+  probing its file again, and with ``reencode_cache`` (each video re-encoded once at the size the crops need:
+  the first epoch pays it, later ones decode the small file). ``--workers 1 2`` adds rows through a DataLoader
+  with that many workers (wall clock only: the work is in the workers).
+
+Apart from the ``reencode_cache`` rows (skipped where the dataset lacks it), the script needs nothing newer than
+``VideoClipDataset``, so it also times an older checkout of the library (``PYTHONPATH=<checkout>``, run from
+outside the repository) for before/after figures.
 
 Usage:
-    .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 6] [--workers 1 2]
-    .venv/bin/python benchmarks/data_bench.py --volumes 0 --big 0 --clips 24      # clips only
+    nice .venv/bin/python benchmarks/data_bench.py [--volumes 120] [--big 16] [--clips 24] [--seconds 4]
+    nice .venv/bin/python benchmarks/data_bench.py --volumes 0 --big 0 --sources 1080p   # clips only
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
+import os
 import platform
 import shutil
 import tempfile
@@ -41,6 +59,12 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.cpu:.1f} | {self.wall:.1f}"
+
+
+def workers(demand: float, per_worker: float) -> int:
+    """DataLoader workers that deliver ``demand`` samples/s at ``per_worker`` each (the closed form of
+    ``vit3d.data.throughput.workers_needed``, repeated so that the script runs against older checkouts)."""
+    return max(1, math.ceil(demand / per_worker - 1e-9))
 
 
 class timer:  # noqa: N801 - used as a context manager
@@ -88,25 +112,33 @@ def bench_volumes(root: Path, num: int, shape: tuple[int, int, int], spacing: tu
     return rows
 
 
-def write_720p(path: Path, seconds: float, fps: int = 30) -> Path:
-    """A 1280x720 H.264 file (keyframe every second) with moving content: a drifting pattern and moving discs."""
+def write_source(path: Path, height: int, width: int, seconds: float, fps: int = 30) -> Path:
+    """An H.264 file (keyframe every second) with moving content: a drifting pattern and moving discs, written
+    frame by frame (a 1080p video does not fit in memory as one array)."""
     from vit3d.data.synthetic import write_mp4
 
-    h, w = 720, 1280
+    h, w = height, width
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = 96 + 64 * np.sin(xx / 90.0) * np.cos(yy / 70.0)
     pattern = np.stack([base, base * 0.8 + 30, 200 - base * 0.5], axis=-1).clip(0, 255).astype(np.uint8)
-    n = int(seconds * fps)
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
     rng = np.random.default_rng(0)
-    centres, speeds = rng.uniform(0, [h, w], size=(6, 2)), rng.uniform(-12, 12, size=(6, 2))
-    disc = (np.mgrid[-60:61, -60:61] ** 2).sum(0) < 60 ** 2
-    for t in range(n):
-        frames[t] = np.roll(pattern, (2 * t, 4 * t), axis=(0, 1))
-        for (cy, cx), (vy, vx) in zip(centres, speeds, strict=True):
-            py, px = int((cy + vy * t) % (h - 121)), int((cx + vx * t) % (w - 121))
-            frames[t, py:py + 121, px:px + 121][disc] = (240, 60 + (t * 3) % 150, 40)
-    return write_mp4(path, frames, fps=fps, crf=23, gop=fps)
+    r = max(20, h // 12)
+    centres, speeds = rng.uniform(0, [h, w], size=(6, 2)), rng.uniform(-12, 12, size=(6, 2)) * h / 720
+    disc = (np.mgrid[-r:r + 1, -r:r + 1] ** 2).sum(0) < r ** 2
+
+    def frames():  # noqa: ANN202 - a generator of (H, W, 3) uint8
+        for t in range(int(seconds * fps)):
+            frame = np.roll(pattern, (2 * t, 4 * t), axis=(0, 1))
+            for (cy, cx), (vy, vx) in zip(centres, speeds, strict=True):
+                py, px = int((cy + vy * t) % (h - 2 * r - 1)), int((cx + vx * t) % (w - 2 * r - 1))
+                frame[py:py + 2 * r + 1, px:px + 2 * r + 1][disc] = (240, 60 + (t * 3) % 150, 40)
+            yield frame
+
+    return write_mp4(path, frames(), fps=fps, crf=23, gop=fps)
+
+
+# 144p: the size a one-off re-encode of the videos to 1.25x the 112 crop gives (the deterministic step cached)
+SOURCES = {"720p": (720, 1280), "1080p": (1080, 1920), "144p": (144, 256)}
 
 
 def _no_cache():  # noqa: ANN202 - a MetadataCache
@@ -133,16 +165,18 @@ def _loader_rate(ds: torch.utils.data.Dataset, workers: int, batch_size: int = 4
     return Rate(n, max(t.cpu, 1e-9), t.wall)
 
 
-def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] = (1, 2)) -> tuple[list[tuple], str]:
+def bench_clips(root: Path, source: str, num: int, seconds: float, size: int, workers: tuple[int, ...] = ()
+                ) -> tuple[list[tuple], str]:
     import av
 
     from vit3d.data import VideoClipDataset
     from vit3d.data.video import DECODERS, MetadataCache, get_decoder, probe
     from vit3d.errors import ConfigError
 
-    video = root / "720p.mp4"
+    h, w = SOURCES[source]
+    video = root / f"{source}.mp4"
     t0 = time.perf_counter()
-    write_720p(video, seconds)
+    write_source(video, h, w, seconds)
     with av.open(str(video)) as c:
         s = c.streams.video[0]
         cc = s.codec_context
@@ -150,7 +184,7 @@ def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] =
                 f"{video.stat().st_size / 2 ** 20:.1f} MiB, written in {time.perf_counter() - t0:.1f} s")
     copies = []  # distinct files, so that no decoded clip is reused between rows
     for i in range(num):
-        copies.append(root / f"720p_{i:03d}.mp4")
+        copies.append(root / f"{source}_{i:03d}.mp4")
         shutil.copyfile(video, copies[-1])
     data = [{"path": str(c), "label": "a"} for c in copies]
     rows = []
@@ -158,7 +192,8 @@ def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] =
         for c in copies:
             probe(c)
     rows.append(("pyav", "probe (timestamps, first frame, last GOP): once per file, then cached", "-", "-",
-                 t.rate(num)))
+                 t.rate(num), None))
+    scaled = (int(round(h * 1.25 * size / h)) // 2 * 2, int(round(w * 1.25 * size / h)) // 2 * 2)
     for decoder in DECODERS:
         try:
             dec = get_decoder(decoder)
@@ -167,66 +202,104 @@ def bench_clips(root: Path, num: int, seconds: float, workers: tuple[int, ...] =
             continue
         meta = probe(video)
         starts = np.random.default_rng(0).integers(0, meta.num_frames - 31, size=num)
-        for size in (None, (140, 250)):
+        for out in (None, scaled):
             with timer() as t:
                 for st in starts:
-                    dec.frames(meta, list(range(int(st), int(st) + 32, 2)), size)
-            shape = f"(16, {size[0]}, {size[1]}, 3)" if size else "(16, 720, 1280, 3)"
+                    dec.frames(meta, list(range(int(st), int(st) + 32, 2)), out)
+            shape = f"(16, {out[0]}, {out[1]}, 3)" if out else f"(16, {h}, {w}, 3)"
             rows.append((decoder, "decode only: 16 frames at stride 2, random start", "-", f"{shape} uint8",
                          t.rate(num)))
-        for cached in (True, False):
-            for n_workers in (0, *workers):
-                cache = MetadataCache() if cached else _no_cache()
-                ds = VideoClipDataset(data, frames=16, stride=2, img_size=(112, 112), decoder=decoder, train=True,
-                                      metadata_cache=cache)
-                if cached:
-                    ds.validate()  # fills the cache (and checks the backend per file) before the workers fork
-                else:
-                    ds[0]
-                rate = _rate(ds) if n_workers == 0 else _loader_rate(ds, n_workers)
-                where = "in-process" if n_workers == 0 else f"DataLoader, {n_workers} worker(s)"
-                rows.append((decoder, f"train clips, {where}", "cached" if cached else "probed per sample",
-                             "(3, 16, 112, 112) float32", rate))
+        plans = [(True, True, 0, "train clips, decoded at the crop scale"),
+                 (True, False, 0, "train clips, decoded at full size, float resize"),
+                 (False, True, 0, "train clips, decoded at the crop scale")]
+        plans += [(True, True, n, f"train clips, DataLoader, {n} worker(s)") for n in workers]
+        for cached, resize, n_workers, what in plans:
+            cache = MetadataCache() if cached else _no_cache()
+            ds = VideoClipDataset(data, frames=16, stride=2, img_size=(size, size), decoder=decoder, train=True,
+                                  decode_resize=resize, metadata_cache=cache)
+            if cached:
+                ds.validate()  # fills the cache (and checks the backend per file) before the workers fork
+            else:
+                ds[0]
+            rate = _rate(ds) if n_workers == 0 else _loader_rate(ds, n_workers)
+            rows.append((decoder, what, "cached" if cached else "probed per sample",
+                         f"(3, 16, {size}, {size}) float32", rate, n_workers))
+        if "reencode_cache" not in inspect.signature(VideoClipDataset).parameters:  # an older checkout
+            continue
+        with tempfile.TemporaryDirectory() as small:  # each video re-encoded once at the crops' size
+            ds = VideoClipDataset(data, frames=16, stride=2, img_size=(size, size), decoder=decoder, train=True,
+                                  metadata_cache=MetadataCache(), reencode_cache=small)
+            ds.validate()
+            out = f"(3, 16, {size}, {size}) float32"
+            rows.append((decoder, "train clips, reencode_cache: first epoch (re-encodes every video)", "cached",
+                         out, _rate(ds), None))
+            rows.append((decoder, "train clips, reencode_cache: later epochs", "cached", out, _rate(ds), 0))
     return rows, desc
 
 
-HEAD_VOL = ("| backend | mode | cache | epoch | volumes/s per worker (CPU time) | volumes/s (wall clock) |\n"
-            "|---|---|---|---|---|---|")
+def _print_table(head: str, unit: str, rows: list[tuple], demand: float) -> None:
+    """Rows ``(..., Rate[, DataLoader workers])``; the workers column from the CPU-time rate per worker (or, for
+    rows through a DataLoader, the wall-clock rate divided by its workers)."""
+    print(f"| {head} | {unit}/s per worker (CPU time) | {unit}/s (wall clock) | workers for {demand:g} {unit}/s |")
+    print("|" + "---|" * (head.count("|") + 4))
+    for r in rows:
+        *cols, rate, n = r if len(r) == 6 else (*r, 0)
+        per_worker = rate.wall / n if n else rate.cpu
+        cpu = "-" if n else f"{rate.cpu:.1f}"
+        need = "-" if n is None else workers(demand, per_worker)  # None: a once-per-file cost, not per sample
+        print(f"| {' | '.join(map(str, cols))} | {cpu} | {rate.wall:.1f} | {need} |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=120, help="number of 32x64x64 volumes (0 to skip)")
     parser.add_argument("--big", type=int, default=16, help="number of 80x192x192 volumes (0 to skip)")
-    parser.add_argument("--clips", type=int, default=24, help="clips per decoder and mode (0 to skip)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of the 720p video")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts for clips")
+    parser.add_argument("--clips", type=int, default=24, help="clips per decoder and row (0 to skip)")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES),
+                        help="clip sources (144p: what re-encoding the videos once to 1.25x the crop gives)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each source video")
+    parser.add_argument("--size", type=int, default=112, help="training crop size of the clips")
+    parser.add_argument("--workers", type=int, nargs="*", default=[], help="DataLoader worker counts for clips")
+    parser.add_argument("--clip-step", type=float, default=0.1, help="seconds per GPU step on clips")
+    parser.add_argument("--clip-batch", type=int, default=8, help="clips per GPU step")
+    parser.add_argument("--volume-step", type=float, default=0.1, help="seconds per GPU step on volumes")
+    parser.add_argument("--volume-batch", type=int, default=32, help="volumes per GPU step")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 torch thread, "
-          "1 decoder thread")
+    import av
+    import monai
+    import torchio
+
+    try:
+        import decord
+        decord_version = decord.__version__
+    except ImportError:
+        decord_version = "not installed"
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
+          f"{torch.__version__}, MONAI {monai.__version__}, TorchIO {torchio.__version__}, PyAV {av.__version__}, "
+          f"decord {decord_version}; 1 torch thread, 1 decoder thread")
+    clip_demand, volume_demand = args.clip_batch / args.clip_step, args.volume_batch / args.volume_step
+    print(f"demand: {args.volume_batch} volumes per {args.volume_step:g} s step = {volume_demand:g} volumes/s; "
+          f"{args.clip_batch} clips per {args.clip_step:g} s step = {clip_demand:g} clips/s")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.volumes:
             print(f"\n### Volumes: {args.volumes} synthetic CT volumes 32x64x64 (2x1x1 mm), CT preset -> "
                   "(1, 32, 64, 64)\n")
-            print(HEAD_VOL)
-            for r in bench_volumes(root, args.volumes, (32, 64, 64), (2.0, 1.0, 1.0), (32, 64, 64), None):
-                print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
+            _print_table("backend | mode | cache | epoch", "volumes", bench_volumes(
+                root, args.volumes, (32, 64, 64), (2.0, 1.0, 1.0), (32, 64, 64), None), volume_demand)
         if args.big:
             print(f"\n### Volumes: {args.big} synthetic CT volumes 80x192x192 (2.5x0.8x0.8 mm), CT preset, "
                   "resampled to 2.5x1.6x1.6 mm and cropped to (1, 80, 96, 96)\n")
-            print(HEAD_VOL)
-            for r in bench_volumes(root, args.big, (80, 192, 192), (2.5, 0.8, 0.8), (80, 96, 96), (2.5, 1.6, 1.6)):
-                print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |", flush=True)
+            _print_table("backend | mode | cache | epoch", "volumes", bench_volumes(
+                root, args.big, (80, 192, 192), (2.5, 0.8, 0.8), (80, 96, 96), (2.5, 1.6, 1.6)), volume_demand)
         if not args.clips:
             return
-        rows, desc = bench_clips(root, args.clips, args.seconds, tuple(args.workers))
-        print(f"\n### Clips: 16x112x112 at stride 2 from copies of one 720p H.264 file ({desc})\n")
-        print("| decoder | what | metadata | output | clips/s (CPU time of this process) | clips/s (wall clock) |\n"
-              "|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} |")
+        for source in args.sources:
+            rows, desc = bench_clips(root, source, args.clips, args.seconds, args.size, tuple(args.workers))
+            print(f"\n### Clips: 16x{args.size}x{args.size} at stride 2 from copies of one {source} H.264 file "
+                  f"({desc})\n")
+            _print_table("decoder | what | metadata | output", "clips", rows, clip_demand)
 
 
 if __name__ == "__main__":

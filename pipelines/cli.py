@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "adapt": ("pipelines.commands.adapt", False, "change frames, tubelet, size, channels, classes of a 3D checkpoint"),
     "models": ("pipelines.commands.models", False, "list registered models, or show one model's config"),
     "explain": ("pipelines.commands.explain", False, "attention maps / rollout for a volume or clip"),
-    "bench": ("pipelines.commands.bench", False, "time training steps, FLOP/s and memory of a model"),
+    "bench": ("pipelines.commands.bench", False, "time a model's training steps, or the loader workers data needs"),
 }
 
 

@@ -32,7 +32,7 @@ import inspect
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import lightning.pytorch as pl
 import torch
@@ -47,7 +47,7 @@ from vit3d.data.table import TableDataset
 from vit3d.errors import ConfigError
 
 __all__ = ["ResumableDataLoader", "ResumableSampler", "VideoDataModule", "VideoDatasetFactory", "VolumeDataModule",
-           "VolumeDatasetFactory", "dataset_keywords"]
+           "VolumeDatasetFactory", "dataset_keywords", "pin_memory_for"]
 
 
 def takes_sample_keys(dataset: Dataset) -> bool:
@@ -182,6 +182,17 @@ def _bad_rows_error(reports: list[tuple[str, Any]], data: str | None) -> ConfigE
                       fix="fix or remove them, or set data.init_args.dataset.init_args.on_error=skip to drop them")
 
 
+def pin_memory_for(setting: bool | Literal["auto"], accelerator: Any) -> bool:
+    """Whether loaders pin memory: ``setting`` when True/False; for ``"auto"``, whether ``accelerator`` (a
+    Lightning accelerator, or None without a trainer) is CUDA, the one whose host-to-device copies pinned memory
+    speeds up (the DataLoader's pin thread copies each batch once more, for nothing, elsewhere)."""
+    if setting != "auto":
+        return bool(setting)
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    return isinstance(accelerator, CUDAAccelerator)
+
+
 class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     """Shared split handling, loaders and checks; subclasses say which dataset class they build."""
 
@@ -192,7 +203,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     def __init__(self, data: str | None = None, *, dataset: Any, val_data: str | None = None,
                  test_data: str | None = None, predict_data: str | None = None, classes: list[str] | None = None,
                  augment: bool = True, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 2,
-                 pin_memory: bool = False, seed: int = 0, validate_files: bool = True) -> None:
+                 pin_memory: bool | Literal["auto"] = "auto", seed: int = 0, validate_files: bool = True) -> None:
         super().__init__()
         given = _given_hyperparameters.get()  # the config LightningCLI parsed, when it built this data module
         self.save_hyperparameters(ignore=["dataset"], frame=inspect.currentframe().f_back)
@@ -214,6 +225,8 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        if pin_memory not in (True, False, "auto"):
+            raise ConfigError(f"data.init_args.pin_memory={pin_memory!r} is not true, false or auto")
         self.pin_memory = pin_memory
         self.seed = seed
         self.validate_files = validate_files
@@ -356,6 +369,10 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
                                       fix="check the split column (train/val/test) or the folder")
 
     # ------------------------------------------------------------------ loaders
+    def _pin(self) -> bool:
+        """``pin_memory`` of the loaders: as given, or with ``auto`` whether the trainer runs on CUDA."""
+        return pin_memory_for(self.pin_memory, getattr(self.trainer, "accelerator", None))
+
     def _collate(self) -> Any:
         from vit3d.data.common import collate
 
@@ -367,14 +384,14 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = ResumableSampler(ds, shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
         loader = ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                                     pin_memory=self.pin_memory, collate_fn=self._collate(),
+                                     pin_memory=self._pin(), collate_fn=self._collate(),
                                      persistent_workers=self.num_workers > 0)
         loader.datamodule = self
         return loader
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=self._collate())
+                          num_workers=self.num_workers, pin_memory=self._pin(), collate_fn=self._collate())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -403,7 +420,8 @@ class VolumeDataModule(_ClassificationDataModule):
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size; defaults to ``batch_size``.
         num_workers: loader worker processes.
-        pin_memory: pin host memory (GPU training).
+        pin_memory: put batches in page-locked host memory, so that copies to the GPU are asynchronous and
+            faster; ``auto`` pins when the trainer's accelerator is CUDA.
         seed: shuffling seed (with the epoch).
         validate_files: check every file of every split before the first step.
     """
@@ -462,7 +480,7 @@ class VideoDataModule(_ClassificationDataModule):
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size.
         num_workers: loader worker processes.
-        pin_memory: pin host memory.
+        pin_memory: page-locked host memory for batches; ``auto`` pins when the trainer's accelerator is CUDA.
         seed: shuffling seed.
         validate_files: check every video of every split before the first step.
     """

@@ -151,3 +151,24 @@ def test_bad_options() -> None:
         VolumeDataset([], fov="fit")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_dropped_foreground"):
         VolumeDataset([], max_dropped_foreground=2.0)
+
+
+def test_random_affine_keeps_its_grid_when_the_sample_size_is_fixed() -> None:
+    """With img_size (any fov but "whole") MONAI caches the identity grid; the augmented samples are unchanged."""
+    from monai import transforms as mt
+
+    aug = Augmentation(affine_prob=1.0, rotate_degrees=10.0, scale=0.1, translate=2.0)
+    kw = dict(image_keys=["image"], mask_key=None, spacing=None, train=True, window=(-160.0, 240.0), on_2d="error",
+              on_4d="error", augmentation=aug)
+    _, augment = build_monai_stages("ct", img_size=(8, 12, 16), **kw)
+    affine = next(t for t in augment.transforms if isinstance(t, mt.RandAffined))
+    assert affine.rand_affine.cache_grid and affine.rand_affine._cached_grid is not None
+    reference = mt.RandAffined(["image"], prob=1.0, rotate_range=(np.radians(10.0),) * 3, scale_range=(0.1,) * 3,
+                               translate_range=(2.0,) * 3,
+                               mode="bilinear", padding_mode="zeros")
+    x = torch.rand(1, 8, 12, 16)
+    affine.set_random_state(5)
+    reference.set_random_state(5)
+    torch.testing.assert_close(affine({"image": x})["image"].as_tensor(), reference({"image": x})["image"].as_tensor())
+    _, whole = build_monai_stages("ct", img_size=(8, 12, 16), fov="whole", **kw)
+    assert not next(t for t in whole.transforms if isinstance(t, mt.RandAffined)).rand_affine.cache_grid

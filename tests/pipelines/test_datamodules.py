@@ -125,3 +125,30 @@ def test_fit_reports_all_splits_before_the_first_step(volumes: Path, tmp_path: P
     with pytest.warns(UserWarning, match="skipping 2 unusable row"):
         assert vit3d(["fit", "-c", str(cfg), "--data.init_args.dataset.init_args.on_error", "skip"]) == 0
     assert "  skipped: 1 in train, 1 in test (unusable rows" in capsys.readouterr().out  # the end-of-fit summary
+
+
+def test_pin_memory_auto_pins_for_cuda_trainers_only(volumes: Path) -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+    from lightning.pytorch.cli import instantiate_module
+
+    from pipelines.datamodules import _ClassificationDataModule, pin_memory_for
+
+    assert pin_memory_for("auto", CUDAAccelerator()) is True
+    assert pin_memory_for("auto", CPUAccelerator()) is False
+    assert pin_memory_for("auto", None) is False  # no trainer attached
+    assert pin_memory_for(True, CPUAccelerator()) is True and pin_memory_for(False, CUDAAccelerator()) is False
+    dataset = {"class_path": "vit3d.data.VolumeDataset", "init_args": {"img_size": [8, 16, 16]}}
+    for setting, expected in (("auto", False), (True, True), (False, False)):
+        # as a YAML config gives it (true/false/auto), through the CLI's parser
+        dm = instantiate_module(_ClassificationDataModule, {
+            "_class_path": "pipelines.datamodules.VolumeDataModule", "data": str(volumes), "dataset": dataset,
+            "pin_memory": setting, "num_workers": 0, "validate_files": False})
+        assert dm.pin_memory == setting
+        dm.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False)
+        dm.setup("fit")
+        assert dm.train_dataloader().pin_memory is expected and dm.val_dataloader().pin_memory is expected
+    assert VolumeDataModule(str(volumes), dataset=partial(VolumeDataset, img_size=8)).pin_memory == "auto"
+    with pytest.raises(ConfigError, match="pin_memory='yes'"):
+        VolumeDataModule(str(volumes), dataset=partial(VolumeDataset, img_size=8), pin_memory="yes")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -273,28 +273,48 @@ def make_volume_dataset(root: str | Path, *, num_samples: int = 120, shape: Sequ
 # ---------------------------------------------------------------------------------------------- clips
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, *, crf: int = 18, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", gop: int | None = None) -> Path:
+def write_mp4(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float = 8, *, crf: int = 18,
+              codec: str = "libx264", pix_fmt: str = "yuv420p", gop: int | None = None,
+              pts: Sequence[int] | None = None, time_base: tuple[int, int] | None = None,
+              preset: str = "veryfast", low_latency: bool = True) -> Path:
     """Write ``frames`` ``(T, H, W, 3)`` uint8 RGB as an H.264 mp4 with PyAV (even ``H`` and ``W`` for yuv420p).
 
-    ``gop`` sets the keyframe interval in frames (x264's default is 250).
+    ``frames`` may also be an iterable of ``(H, W, 3)`` frames, written as they come (long or 1080p videos
+    without holding them all in memory). ``gop`` sets the keyframe interval in frames (x264's default is 250).
+    ``pts`` (in ``time_base`` units) gives each frame its own timestamp, e.g. to keep a variable frame rate when
+    re-encoding; by default frame ``i`` is shown at ``i / fps``. ``low_latency`` (x264's zerolatency tuning: no
+    B-frames) keeps tiny test files simple; real videos have B-frames.
     """
     from fractions import Fraction
 
     import av
 
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8):
         raise ConfigError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
     path = Path(path)
+    count = 0
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency",
-                          **({"g": str(gop)} if gop else {})}
+        stream = None
         for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            rgb = np.asarray(rgb)
+            if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+                raise ConfigError(f"each frame must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+            if stream is None:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], pix_fmt
+                stream.options = {"crf": str(crf), "preset": preset, **({"tune": "zerolatency"} if low_latency
+                                                                        else {}), **({"g": str(gop)} if gop else {})}
+                if time_base is not None:
+                    stream.time_base = stream.codec_context.time_base = Fraction(*time_base)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if pts is not None:
+                frame.pts = int(pts[count])
+                frame.time_base = Fraction(*time_base) if time_base is not None else stream.codec_context.time_base
+            count += 1
+            for packet in stream.encode(frame):
                 container.mux(packet)
+        if stream is None:
+            raise ConfigError("no frames to write")
         for packet in stream.encode():
             container.mux(packet)
     return path

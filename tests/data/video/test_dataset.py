@@ -208,3 +208,25 @@ def test_bad_arguments() -> None:
         VideoClipDataset([], num_clips=3, sampler="uniform")
     with pytest.raises(ConfigError, match="fps=0 must be positive"):
         VideoClipDataset([], fps=0)
+
+
+def test_training_clips_decode_at_the_crop_scale(tmp_path: Path) -> None:
+    """With decode_resize, FFmpeg delivers frames at the sample's random scale (smaller than the video), so no
+    full-size RGB frame and no float resize are made; the clips agree with the full-size path."""
+    t, h, w = 12, 96, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.stack([np.stack([(xx * 2 + 5 * i) % 256, (yy * 3) % 256, np.full_like(xx, 90)], -1)
+                       for i in range(t)]).astype(np.uint8)
+    path = write_mp4(tmp_path / "wide.mp4", frames, fps=10, crf=0)
+    rows = [{"path": str(path), "label": "a"}]
+    fast, slow = (VideoClipDataset(rows, frames=4, stride=2, img_size=(32, 32), train=True, flip=False,
+                                   decode_resize=r, **PLAIN) for r in (True, False))
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        decoded, _, cover = fast.load_clip(rows[0], 0, rng)
+        assert tuple(decoded.shape[1:3]) == cover and cover[0] < h and cover[1] < w and min(cover) >= 32
+        full, _, cover_full = slow.load_clip(rows[0], 0, np.random.default_rng(seed))
+        assert tuple(full.shape[1:3]) == (h, w) and cover_full == cover  # same draws, same target size
+        a, b = fast[SampleKey(0, seed)]["image"], slow[SampleKey(0, seed)]["image"]
+        assert a.shape == b.shape == (3, 4, 32, 32)
+        assert (a - b).abs().mean() < 0.03  # FFmpeg's vs torch's bilinear downscaling, in [0, 1] units

@@ -31,18 +31,21 @@ from .transforms import (
     KINETICS_STD,
     center_crop,
     cover_resize,
+    cover_size,
     crop,
     denormalize,
     normalize,
+    resize,
     short_side_resize,
     three_crops,
+    to_normalized,
 )
 
 __all__ = [
     "DECODERS", "KINETICS_MEAN", "KINETICS_STD", "VIDEO_SUFFIXES", "Clip", "ClipSampler", "ClipStart",
     "DecordDecoder", "FolderTable", "MetadataCache", "MultiClipSampler", "PyAVDecoder", "RandomClipSampler",
     "TorchCodecDecoder", "UniformClipSampler", "VideoClipDataset", "VideoDecoder", "VideoMeta", "VideoProbeError",
-    "VideoValidationReport", "average_views", "center_crop", "cover_resize", "crop", "denormalize", "get_decoder",
-    "get_sampler", "is_video_file", "normalize", "probe", "probe_many", "read_video_folder", "short_side_resize",
-    "three_crops",
+    "VideoValidationReport", "average_views", "center_crop", "cover_resize", "cover_size", "crop", "denormalize",
+    "get_decoder", "get_sampler", "is_video_file", "normalize", "probe", "probe_many", "read_video_folder", "resize",
+    "short_side_resize", "three_crops", "to_normalized",
 ]

@@ -8,7 +8,6 @@ averaged per video (:func:`average_views`).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,11 +29,11 @@ from .transforms import (
     KINETICS_MEAN,
     KINETICS_STD,
     center_crop,
-    cover_resize,
+    cover_size,
     crop,
-    normalize,
-    short_side_resize,
+    resize,
     three_crops,
+    to_normalized,
 )
 
 __all__ = ["Clip", "VideoClipDataset", "VideoValidationReport", "average_views"]
@@ -93,8 +92,9 @@ class VideoClipDataset(TableDataset):
             ``'decord'`` or ``'torchcodec'``, or a decoder object.
         fallback: decode a file with PyAV when the chosen backend fails on it or returns other frames than PyAV
             (checked once per file, logged and listed by :meth:`validate`); False makes such a file a bad row.
-        decode_resize: let FFmpeg scale frames down to about the size the crops need while decoding, instead of
-            converting full-size frames (e.g. 720p) to RGB and resizing them afterwards.
+        decode_resize: let FFmpeg scale frames down to the size the crops are taken from (for training, at the
+            sample's random scale) while converting them to RGB, instead of converting full-size frames (e.g.
+            1080p) and resizing them as float tensors afterwards (measured in ``benchmarks/data_bench.py``).
         decode_threads: FFmpeg threads per decoder (1 lets DataLoader workers scale).
         train: random clip, random short side and crop, horizontal flip (when ``flip``).
         flip: horizontal flips in training; turn off when left/right matters (e.g. motion direction).
@@ -115,6 +115,12 @@ class VideoClipDataset(TableDataset):
             frame) is kept between runs, keyed by path, size and mtime, or a
             :class:`~vit3d.data.video.meta.MetadataCache`; None shares one in-memory cache per process.
         probe_workers: threads :meth:`validate` probes files with (default: up to 8).
+        reencode_cache: a folder in which each video is re-encoded once at the largest size its crops are taken
+            from (1.25x the crop cover; every frame and timestamp kept, display orientation, keyframe every
+            second), so that clips decode the small file instead of e.g. a 1080p one
+            (:mod:`vit3d.data.video.reencode`). Built on a video's first use, for videos at least twice the copy's
+            pixel count; a copy that does not keep the source's frame timestamps is not used (the source is
+            decoded, with a warning). None decodes the sources.
 
     Samples: ``image`` float32 ``(C, T, H, W)``, ``label`` int64 scalar, ``id`` (the video path), ``view``
     (``clip_index * num_crops + crop_index``), ``times`` float32 ``(T,)`` seconds since the video's first frame.
@@ -155,6 +161,7 @@ class VideoClipDataset(TableDataset):
         split_fold: int = 1,
         metadata_cache: str | os.PathLike | MetadataCache | None = None,
         probe_workers: int | None = None,
+        reencode_cache: str | os.PathLike | None = None,
     ) -> None:
         check_choice("num_crops", num_crops, (1, 3))
         check_choice("on_short", on_short, ("error", "repeat"))
@@ -179,6 +186,8 @@ class VideoClipDataset(TableDataset):
         self.train, self.flip, self.mean, self.std = train, flip, tuple(mean), tuple(std)
         self.on_short = on_short
         self.probe_workers = probe_workers
+        self.reencode_cache = reencode_cache
+        self._small: dict[tuple[str, int, int], VideoMeta | None] = {}
         if isinstance(metadata_cache, MetadataCache):
             self.cache = metadata_cache
         else:
@@ -187,7 +196,7 @@ class VideoClipDataset(TableDataset):
         self._layout = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=split_seed,
                             split_files=split_files, fold=split_fold)
         self._layout_classes: list[str] | None = None
-        self._last: tuple[tuple[str, int], torch.Tensor, Clip] | None = None
+        self._last: tuple[tuple[str, int], tuple[torch.Tensor, Clip, tuple[int, int]]] | None = None
         self._fallback_logged: set[str] = set()
         super().__init__(data, split=split, classes=classes, label_key="label", path_keys=("path",),
                          on_error=on_error, root=root)
@@ -332,53 +341,85 @@ class VideoClipDataset(TableDataset):
             logger.warning("%s: %s; decoding it with PyAV (same frames, same orientation)", meta.path, known)
         return self._pyav
 
-    def _decode_size(self, meta: VideoMeta) -> tuple[int, int] | None:
-        """Frame size to decode at: the smallest the spatial transforms need (x1.25 for training), never larger
-        than the video; None for the native size."""
-        if not self.decode_resize:
-            return None
-        (h, w), (th, tw) = (meta.height, meta.width), self._img_size
-        scale = max(th / h, tw / w, (self.short_side or 0) / min(h, w)) * (1.25 if self.train else 1.0)
-        if scale >= 0.9:  # little to gain
-            return None
-        even = lambda v, lo: max(lo, 2 * int(math.ceil(v / 2)))  # noqa: E731 - chroma-subsampled sizes
-        return even(h * scale, th), even(w * scale, tw)
+    def _decode_size(self, meta: VideoMeta, factor: float = 1.0) -> tuple[int, int]:
+        """Frame size ``(H, W)`` the spatial transforms crop from (:func:`cover_size` of the video's display size
+        at scale ``factor``); with ``decode_resize`` the decoder scales to it when it is smaller than the video."""
+        return cover_size(meta.height, meta.width, self._img_size, factor, self.short_side)
 
-    def _spatial(self, clip: torch.Tensor, crop_index: int, rng: np.random.Generator | None) -> torch.Tensor:
-        """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32, resized, cropped, flipped and normalised."""
-        x = clip.permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, H, W)
+    def _reencoded(self, meta: VideoMeta) -> VideoMeta | None:
+        """The small copy of ``meta``'s video in ``reencode_cache`` (made on first use), or None: no cache, the
+        copy would keep more than half the video's pixels, or it does not keep the source's frames."""
+        if self.reencode_cache is None:
+            return None
+        key = (meta.path, meta.size, meta.mtime_ns)
+        if key in self._small:
+            return self._small[key]
+        from .reencode import reencode, reencoded_path
+
+        h, w = self._decode_size(meta, 1.25)  # the largest a training sample takes; eval samples take less
+        size = (h + h % 2, w + w % 2)  # yuv420p: even sizes
+        small = None
+        # decoding costs about its pixel count: a copy of more than half the pixels saves too little to pay for
+        # the pass over the whole video and a second lossy encode
+        if 2 * size[0] * size[1] <= meta.height * meta.width:
+            path = reencoded_path(meta, self.reencode_cache, size)
+            if not path.exists():
+                reencode(meta, path, size)
+            small = self.cache.get(str(path))
+            if small.num_frames != meta.num_frames or not np.allclose(small.timestamps, meta.timestamps,
+                                                                      atol=1e-3):
+                logger.warning("%s: the re-encoded copy %s does not keep the source's %d frame timestamps; "
+                               "decoding the source", meta.path, path, meta.num_frames)
+                small = None
+        self._small[key] = small
+        return small
+
+    def _spatial(self, clip: torch.Tensor, crop_index: int, rng: np.random.Generator | None,
+                 cover: tuple[int, int]) -> torch.Tensor:
+        """``(T, H, W, 3)`` uint8 -> ``(3, T, H, W)`` float32: resized to ``cover`` (nothing to do when the decoder
+        scaled the frames already), cropped, flipped and normalised.
+
+        The crop and the flip act on the uint8 frames, so that only the crop is converted to float, in the same
+        copy that moves the channels first (:func:`to_normalized`).
+        """
+        x = resize(clip.permute(0, 3, 1, 2), cover)  # (T, C, H, W), values in [0, 255]
         size = self._img_size
         if self.train:
             assert rng is not None
-            factor = float(rng.uniform(1.0, 1.25))
-            if self.short_side:
-                x = short_side_resize(x, int(round(self.short_side * factor)))
-            x = cover_resize(x, size, 1.0 if self.short_side else factor)  # never smaller than the crop
             h, w = x.shape[-2:]
             top, left = int(rng.integers(0, h - size[0] + 1)), int(rng.integers(0, w - size[1] + 1))
             x = crop(x, size, top, left)
             if self.flip and rng.random() < 0.5:
                 x = x.flip(-1)
         else:
-            if self.short_side:
-                x = short_side_resize(x, self.short_side)
-            x = cover_resize(x, size)
             x = three_crops(x, size)[crop_index] if self.num_crops == 3 else center_crop(x, size)
-        x = normalize(x, self.mean, self.std)
-        return x.permute(1, 0, 2, 3).contiguous()
+        return to_normalized(x, self.mean, self.std)
 
     def load_clip(self, row: Mapping[str, Any], clip_index: int = 0, rng: np.random.Generator | None = None
-                  ) -> tuple[torch.Tensor, Clip]:
-        """``(T, H, W, 3)`` uint8 frames of one planned clip of ``row`` (before spatial transforms), and the clip."""
+                  ) -> tuple[torch.Tensor, Clip, tuple[int, int]]:
+        """``(T, H, W, 3)`` uint8 frames of one planned clip of ``row`` (before spatial transforms), the clip, and
+        the frame size the crops are taken from (for training, at a random scale of 1 to 1.25 drawn from ``rng``).
+
+        With ``decode_resize`` the frames come scaled to that size by FFmpeg's RGB conversion when it is smaller
+        than the video's, which spares converting full-size frames and a float resize afterwards.
+        """
         path = str(row.get("path"))
         meta = self.meta(path)
         clip = self.plan(row, meta, rng)[clip_index]
-        frames = self.decoder_for(meta).frames(meta, clip.indices, self._decode_size(meta))
+        factor = 1.0
+        if self.train:
+            assert rng is not None
+            factor = float(rng.uniform(1.0, 1.25))
+        cover = self._decode_size(meta, factor)
+        source = self._reencoded(meta) or meta  # the same frames, indexed alike
+        shrink = self.decode_resize and cover[0] <= source.height and cover[1] <= source.width \
+            and cover != (source.height, source.width)
+        frames = self.decoder_for(source).frames(source, clip.indices, cover if shrink else None)
         frames = torch.from_numpy(np.ascontiguousarray(frames))
         if frames.ndim != 4 or frames.shape[0] != len(clip.indices):
             raise SampleError(path, f"decoder returned frames of shape {tuple(frames.shape)}, expected "
                                     f"({len(clip.indices)}, H, W, 3)")
-        return frames, clip
+        return frames, clip, cover
 
     def load(self, row: Row, *, view: int, seed: int | None) -> dict[str, Any]:
         """``image`` and ``times`` of one view of ``row``; every random draw comes from ``seed``."""
@@ -390,11 +431,11 @@ class VideoClipDataset(TableDataset):
         cache_key = (path, clip_index)
         reuse = not self.train and not isinstance(self.sampler, RandomClipSampler)  # the crops of one clip
         if reuse and self._last is not None and self._last[0] == cache_key:
-            frames, clip = self._last[1], self._last[2]
+            frames, clip, cover = self._last[1]
         else:
-            frames, clip = self.load_clip(row.values, clip_index, rng)
-            self._last = (cache_key, frames, clip)
-        return {"image": self._spatial(frames, crop_index, rng), "times": torch.from_numpy(clip.times)}
+            frames, clip, cover = self.load_clip(row.values, clip_index, rng)
+            self._last = (cache_key, (frames, clip, cover))
+        return {"image": self._spatial(frames, crop_index, rng, cover), "times": torch.from_numpy(clip.times)}
 
     # ------------------------------------------------------------------------------------------ checks
 

@@ -63,6 +63,13 @@ def _coded(size: tuple[int, int] | None, meta: VideoMeta) -> tuple[int, int] | N
     return (size[1], size[0]) if meta.rotation in (90, 270) else size
 
 
+def _reformat_threads(num_threads: int) -> dict[str, int]:
+    """``threads=`` for PyAV's reformatter where it takes one (PyAV >= 17, which otherwise uses every core)."""
+    import av
+
+    return {"threads": num_threads} if int(av.__version__.split(".")[0]) >= 17 else {}
+
+
 class VideoDecoder(abc.ABC):
     """Decode frames of a probed video by frame index (see the module docstring)."""
 
@@ -111,14 +118,24 @@ class PyAVDecoder(VideoDecoder):
         idx = self._check(meta, indices)
         wanted = {int(meta.pts[i]): i for i in sorted(set(idx))}
         first, last = min(wanted), max(wanted)
+        from av.video.reformatter import VideoReformatter
+
         coded = _coded(size, meta)
-        scale = {"height": coded[0], "width": coded[1]} if coded else {}
+        # Scaling down to the size the crops need happens in the YUV -> RGB conversion (bilinear, as decord's
+        # scaling, so the two backends agree): no full-size RGB frame is made. One reformatter per clip keeps one
+        # swscale context for all its frames: VideoFrame.to_ndarray builds a new one per frame, with as many
+        # threads as the machine has cores since PyAV 17, which costs more than the conversion in a one-core
+        # DataLoader worker (benchmarks/data_bench.py).
+        options: dict[str, Any] = {"format": "rgb24", **_reformat_threads(self.num_threads)}
+        if coded:
+            options.update(height=coded[0], width=coded[1])
+        reformatter = VideoReformatter()
         got: dict[int, np.ndarray] = {}
         try:
             for frame in decode_from(meta.path, first, meta.pts[meta.keyframes], stop_pts=last,
                                      num_threads=self.num_threads):
                 if frame.pts in wanted and frame.pts not in got:
-                    got[frame.pts] = frame.to_ndarray(format="rgb24", **scale)
+                    got[frame.pts] = reformatter.reformat(frame, **options).to_ndarray()
                 if frame.pts is not None and frame.pts >= last:
                     break
         except av.error.FFmpegError as exc:  # e.g. the file was removed or replaced since it was probed
