@@ -1,9 +1,10 @@
 """Per-op profiles of one training step, side by side: where vit3d's step spends its time against a peer's.
 
 Each model (built by ``benchmarks/peers.py`` at a preset) runs ``--warmup`` steps, then ``--steps`` steps under
-``torch.profiler``; the table lists every op's self CPU time per step (ms) for each model, biggest first, with
-matrix products (``mm``, ``addmm``, ``bmm``), attention kernels and the patch-embedding convolution grouped by
-name. Time in the same kernels on the same shapes is the same work; what differs is where one model can gain.
+``torch.profiler``, the models taking turns step by step; the table lists every op's self CPU time per step (ms)
+for each model, biggest first, with matrix products (``mm``, ``addmm``, ``bmm``), attention kernels and the
+patch-embedding convolution grouped by name. Time in the same kernels on the same shapes is the same work; what
+differs is where one model can gain.
 
 Usage:
     python benchmarks/profile_ops.py --preset long --precision 32 --models vit3d hf-videomae
@@ -26,35 +27,51 @@ import peers  # noqa: E402
 from vit3d.bench import autocast, make_optimizer  # noqa: E402
 
 
-def profile_model(name: str, preset: str, precision: str, steps: int, warmup: int) -> dict[str, float]:
-    """Self CPU milliseconds per training step of every op ``name`` runs, by op name."""
+class _Runner:
+    """One model with its optimiser and batch, stepping on demand."""
+
+    def __init__(self, name: str, preset: str, precision: str) -> None:
+        p = peers.PRESETS[preset]
+        torch.manual_seed(0)
+        self.model, forward = peers.build_peer(name, p)
+        self.forward = forward or (lambda m, x: m(x))
+        self.opt = make_optimizer(self.model.parameters())
+        self.precision = precision
+        self.x = torch.randn(p["batch"], 3, p["frames"], p["size"], p["size"])
+        self.y = torch.randint(0, peers.NUM_CLASSES, (p["batch"],))
+
+    def step(self) -> None:
+        with autocast("cpu", self.precision):
+            loss = F.cross_entropy(self.forward(self.model, self.x).float(), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def profile_models(names: list[str], preset: str, precision: str, steps: int,
+                   warmup: int) -> dict[str, dict[str, float]]:
+    """Self CPU milliseconds per training step of every op each model runs, by op name. The models step in
+    turn (A B A B ...), each step under its own profiler, so a slow phase of the machine hits all of them."""
     from torch.profiler import ProfilerActivity, profile
 
-    p = peers.PRESETS[preset]
-    torch.manual_seed(0)
-    model, forward = peers.build_peer(name, p)
-    forward = forward or (lambda m, x: m(x))
-    opt = make_optimizer(model.parameters())
-    x = torch.randn(p["batch"], 3, p["frames"], p["size"], p["size"])
-    y = torch.randint(0, peers.NUM_CLASSES, (p["batch"],))
-
-    def step() -> None:
-        with autocast("cpu", precision):
-            loss = F.cross_entropy(forward(model, x).float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-    out: dict[str, float] = defaultdict(float)
-    for event in prof.key_averages():
-        if event.self_cpu_time_total > 0:
-            out[event.key] += event.self_cpu_time_total / 1e3 / steps
-    return dict(out)
+    runners = {}
+    for name in names:
+        try:
+            runners[name] = _Runner(name, preset, precision)
+        except peers.PeerUnavailable as err:
+            print(f"{name}: skipped ({err})", file=sys.stderr)
+    for runner in runners.values():
+        for _ in range(warmup):
+            runner.step()
+    out: dict[str, dict[str, float]] = {name: defaultdict(float) for name in runners}
+    for _ in range(steps):
+        for name, runner in runners.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                runner.step()
+            for event in prof.key_averages():
+                if event.self_cpu_time_total > 0:
+                    out[name][event.key] += event.self_cpu_time_total / 1e3 / steps
+    return {name: dict(ops) for name, ops in out.items()}
 
 
 def to_markdown(profiles: dict[str, dict[str, float]], rows: int) -> str:
@@ -76,16 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="long", choices=list(peers.PRESETS))
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
     parser.add_argument("--models", nargs="+", default=["vit3d", "hf-videomae"], choices=list(peers.PEERS))
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=16)
     args = parser.parse_args(argv)
-    profiles = {}
-    for name in args.models:
-        try:
-            profiles[name] = profile_model(name, args.preset, args.precision, args.steps, args.warmup)
-        except peers.PeerUnavailable as err:
-            print(f"{name}: skipped ({err})", file=sys.stderr)
+    profiles = profile_models(args.models, args.preset, args.precision, args.steps, args.warmup)
     p = peers.PRESETS[args.preset]
     print(f"{args.preset} ({p['frames']}x{p['size']}x{p['size']}, batch {p['batch']}), precision {args.precision}, "
           f"{torch.get_num_threads()} threads; self CPU ms per training step (forward, loss, backward, AdamW)\n")

@@ -133,3 +133,18 @@ def test_patch_embedding_saves_its_input_not_the_patchified_copy():
         out = pe(xg)
     out.float().sum().backward()
     assert xg.grad is not None and xg.grad.shape == x.shape
+
+
+def test_checkpointed_blocks_take_the_plain_path_and_the_choice_survives():
+    """Under activation checkpointing the blocks save nothing of their own; turning it off restores the choice."""
+    model = vit3d.create_model("vit_tiny_patch16_3d", img_size=(4, 32, 32), patch_size=(2, 16, 16), depth=2,
+                               num_classes=3)
+    assert all(b.recompute_norm_act for b in model.blocks)
+    model.set_grad_checkpointing(True)
+    assert not any(b.recompute_norm_act for b in model.blocks)
+    model.set_grad_checkpointing(False)
+    assert all(b.recompute_norm_act for b in model.blocks)
+    model.set_recompute_norm_act(False)
+    model.set_grad_checkpointing(True)
+    model.set_grad_checkpointing(False)
+    assert not any(b.recompute_norm_act for b in model.blocks)
