@@ -24,6 +24,7 @@ from torch import nn
 from vit3d.errors import ConfigError
 
 from .helpers import CONV, check_divisible, check_input_shape, infer_spatial_dims, to_ntuple
+from .recompute import _to, _weight_grads
 
 
 class PatchEmbed(nn.Module):
@@ -96,8 +97,7 @@ class _PatchLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, patch_size, dtype):
         with torch.autocast(x.device.type, enabled=False):
-            out = F.linear(patchify(x.to(dtype), patch_size), weight.flatten(1).to(dtype),
-                           None if bias is None else bias.to(dtype))
+            out = F.linear(patchify(x.to(dtype), patch_size), weight.flatten(1).to(dtype), _to(bias, dtype))
         ctx.save_for_backward(x, weight)
         ctx.patch_size, ctx.dtype, ctx.has_bias = patch_size, dtype, bias is not None
         return out
@@ -106,13 +106,11 @@ class _PatchLinear(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        flat_grad = grad.reshape(-1, grad.shape[-1])
         with torch.autocast(x.device.type, enabled=False):
-            patches = patchify(x.to(ctx.dtype), ctx.patch_size)
-            grad_w = flat_grad.t().mm(patches.reshape(-1, patches.shape[-1])) if ctx.needs_input_grad[1] else None
-        grad_b = flat_grad.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            grad_w, grad_b = _weight_grads(grad, patchify(x.to(ctx.dtype), ctx.patch_size), ctx.needs_input_grad[1],
+                                           ctx.has_bias and ctx.needs_input_grad[2])
         grad_w = None if grad_w is None else grad_w.to(weight.dtype).reshape(weight.shape)
-        return None, grad_w, grad_b, None, None
+        return None, grad_w, _to(grad_b, weight.dtype), None, None
 
 
 def patchify(x: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:

@@ -53,13 +53,22 @@ def _to(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
 
 
+def _norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                   norm_weight: torch.Tensor | None, norm_bias: torch.Tensor | None,
+                   needs: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
+    """LayerNorm's input, weight and bias gradients (``needs``: the Function's ``needs_input_grad``)."""
+    mask = [needs[0], norm_weight is not None and needs[1], norm_bias is not None and needs[2]]
+    return torch.ops.aten.native_layer_norm_backward(grad_y.to(x.dtype), x, x.shape[-1:], mean, rstd, norm_weight,
+                                                     norm_bias, mask)
+
+
 class _LayerNormLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, norm_weight, norm_bias, eps, weight, bias, dtype):
         device = x.device.type
         with torch.autocast(device, enabled=False):
             y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
-            out = F.linear(y.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+            out = F.linear(y.to(dtype), weight.to(dtype), _to(bias, dtype))
         ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, weight)
         ctx.eps, ctx.dtype, ctx.has_bias = eps, dtype, bias is not None
         return out
@@ -73,11 +82,9 @@ class _LayerNormLinear(torch.autograd.Function):
             y = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, ctx.eps)[0].to(ctx.dtype)
             grad_w, grad_b = _weight_grads(grad, y, ctx.needs_input_grad[4], ctx.has_bias and ctx.needs_input_grad[5])
             del y  # before the input gradient is allocated: the two are never alive together
-            grad_y = grad.matmul(weight.to(ctx.dtype)).to(x.dtype)  # one of the two alive when dtypes differ
-            mask = [ctx.needs_input_grad[0], norm_weight is not None and ctx.needs_input_grad[1],
-                    norm_bias is not None and ctx.needs_input_grad[2]]
-            grad_x, grad_nw, grad_nb = torch.ops.aten.native_layer_norm_backward(
-                grad_y, x, x.shape[-1:], mean, rstd, norm_weight, norm_bias, mask)
+            grad_y = grad.matmul(weight.to(ctx.dtype))
+            grad_x, grad_nw, grad_nb = _norm_backward(grad_y, x, mean, rstd, norm_weight, norm_bias,
+                                                      ctx.needs_input_grad)
         return grad_x, grad_nw, grad_nb, None, _to(grad_w, weight.dtype), _to(grad_b, weight.dtype), None
 
 
@@ -134,9 +141,7 @@ class _LayerNormMlp(torch.autograd.Function):
             del y
             grad_y = grad_h.mm(w1.to(dtype)).view(x.shape)
             del grad_h  # frees the hidden-width buffer before the norm's backward allocates
-            mask = [needs[0], norm_weight is not None and needs[1], norm_bias is not None and needs[2]]
-            grad_x, grad_nw, grad_nb = torch.ops.aten.native_layer_norm_backward(
-                grad_y.to(x.dtype), x, x.shape[-1:], mean, rstd, norm_weight, norm_bias, mask)
+            grad_x, grad_nw, grad_nb = _norm_backward(grad_y, x, mean, rstd, norm_weight, norm_bias, needs)
         wd = w1.dtype
         return (grad_x, grad_nw, grad_nb, None, _to(grad_w1, wd), _to(grad_b1, wd), _to(grad_w2, wd),
                 _to(grad_b2, wd), None, None)
