@@ -8,6 +8,8 @@ from the data module through ``LightningCLI.link_arguments``, so each is written
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -160,6 +162,16 @@ def _gather_objects(obj: Any) -> list[Any]:
 
 
 # ---------------------------------------------------------------------- the LightningModule
+def check_compiler(device_type: str) -> None:
+    """``torch.compile`` on CPU generates C++: fail before the first step, in one line, when no compiler is found."""
+    if device_type != "cpu":
+        return
+    names = [os.environ.get("CXX")] + ["g++", "c++", "clang++"]
+    if not any(name and shutil.which(name) for name in names):
+        raise ConfigError("model.compile is true but no C++ compiler was found (torch.compile builds C++ kernels "
+                          "on CPU)", fix="install g++ or clang++ (or set CXX), or set model.compile false")
+
+
 class ClassificationModule(pl.LightningModule):
     """Classification of volumes or clips with any network.
 
@@ -285,6 +297,9 @@ class ClassificationModule(pl.LightningModule):
     def configure_model(self) -> None:
         # Here rather than in __init__: Lightning calls it once the strategy has placed (or sharded) the network.
         if self.compile_net and not self._net_compiled:
+            trainer = self._trainer
+            device = trainer.strategy.root_device if trainer is not None else next(self.model.parameters()).device
+            check_compiler(device.type)
             self.model.compile()
             self._net_compiled = True
 

@@ -206,3 +206,12 @@ def test_a_compiled_network_trains_like_the_eager_one() -> None:
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
     for a, b in zip(outs[0][1], outs[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_compile_without_a_cpu_compiler_is_one_clear_error(monkeypatch) -> None:
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    m = _module(compile=True)
+    with pytest.raises(ConfigError, match="no C.. compiler was found.*set model.compile false"):
+        m.configure_model()
+    assert m.model._compiled_call_impl is None
