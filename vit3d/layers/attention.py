@@ -66,9 +66,9 @@ class Attention(nn.Module):
         return qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
     def _merge(self, out: torch.Tensor) -> torch.Tensor:
-        """``(B, heads, N, head_dim)`` -> projected ``(B, N, D)``."""
+        """``(B, heads, N, head_dim)`` -> ``(B, N, D)``, heads side by side (a view of SDPA's CPU output)."""
         B, _, N, _ = out.shape
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, -1)))
+        return out.transpose(1, 2).reshape(B, N, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_sink is not None:
@@ -80,6 +80,10 @@ class Attention(nn.Module):
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention and output projection from the ``qkv`` projection ``(B, N, 3 D)`` (the rest of
         :meth:`forward`, for a caller that computed ``qkv`` itself; see :class:`~vit3d.layers.Block`)."""
+        return self.proj_drop(self.proj(self.mix(qkv)))
+
+    def mix(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs ``(B, N, D)`` before the output projection, from the ``qkv`` projection."""
         q, k, v = self._heads(qkv)
         if use_explicit_attention(q):
             attn = q @ k.transpose(-2, -1)
@@ -98,7 +102,7 @@ class Attention(nn.Module):
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = attn.float().softmax(dim=-1).to(q.dtype)
         out = self.attn_drop(attn) @ v
-        return self._merge(out), attn
+        return self.proj_drop(self.proj(self._merge(out))), attn
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from torch import nn
 from .attention import Attention
 from .drop import DropPath
 from .mlp import Mlp
-from .recompute import layer_norm_linear, layer_norm_mlp
+from .recompute import layer_norm_linear, layer_norm_mlp, proj_residual_mlp
 
 
 class LayerScale(nn.Module):
@@ -24,14 +24,25 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+def _idle(module: nn.Module) -> bool:
+    """Whether a residual-branch module passes its input through unchanged in its current mode."""
+    if isinstance(module, (nn.Dropout, DropPath)):
+        return not module.training or getattr(module, "p", getattr(module, "drop_prob", 0.0)) == 0.0
+    return isinstance(module, nn.Identity)
+
+
 class Block(nn.Module):
     """``x + drop_path(ls1(attn(norm1(x))))`` then ``x + drop_path(ls2(mlp(norm2(x))))``.
 
     With gradients, the outputs of ``norm1``, ``norm2`` and the MLP activation are recomputed in the backward
     pass instead of saved (:mod:`vit3d.layers.recompute`): 6 of 16 saved token-widths fewer, the same values.
+    Where both residual branches are plain (no LayerScale, and DropPath and dropout off or idle), the residual
+    stream between the two halves is not saved either but rebuilt from the block input and the attention output,
+    which are saved anyway (:func:`~vit3d.layers.recompute.proj_residual_mlp`): one more fp32 token-width fewer.
     ``recompute_norm_act = False`` on a block (or ``set_recompute_norm_act(False)`` on a model) saves them as
-    plain modules would; forward hooks on ``norm1``, ``norm2``, ``attn.qkv`` and the MLP's layers fire only then.
-    The recomputing path needs a GELU MLP without dropout between its layers; other blocks take the plain one.
+    plain modules would; forward hooks on ``norm1``, ``norm2``, ``attn.qkv``, ``attn.proj`` and the MLP's layers
+    fire only then. The recomputing path needs a GELU MLP without dropout between its layers; other blocks take
+    the plain one.
     """
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
@@ -55,7 +66,11 @@ class Block(nn.Module):
                 and self.attn.attn_sink is None and isinstance(self.mlp.act, nn.GELU)
                 and not (self.training and self.mlp.drop1.p)
                 and (x.dtype == torch.float32 or not torch.is_autocast_enabled(x.device.type))):
-            x = x + self.drop_path1(self.ls1(self.attn.attend(layer_norm_linear(x, self.norm1, self.attn.qkv))))
+            qkv = layer_norm_linear(x, self.norm1, self.attn.qkv)
+            if all(_idle(m) for m in (self.ls1, self.drop_path1, self.attn.proj_drop, self.ls2, self.drop_path2,
+                                      self.mlp.drop2)):
+                return proj_residual_mlp(x, self.attn.mix(qkv), self.attn.proj, self.norm2, self.mlp)
+            x = x + self.drop_path1(self.ls1(self.attn.attend(qkv)))
             return x + self.drop_path2(self.ls2(self.mlp.drop2(layer_norm_mlp(x, self.norm2, self.mlp))))
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

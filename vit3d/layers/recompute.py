@@ -10,24 +10,35 @@ for an extra LayerNorm and GELU forward per block. Measured with ``benchmarks/le
 peak memory, step time within the +-6 % noise of the A/B. The same selective recomputation is the default of Megatron-LM
 (Korthikanti et al. 2022, https://arxiv.org/abs/2205.05198), there applied to the attention scores.
 
-The forward values are bitwise those of ``linear(norm(x))`` and ``linear(gelu(h))``; gradients match autograd's
-up to float summation order. Under ``torch.autocast`` the matmul runs in the autocast dtype as ``nn.Linear``'s
-would, and the norm and activation in their input's dtype (LayerNorm has no CPU autocast policy; GELU follows
-its input). Weights are cast again in the backward rather than saved in the autocast dtype.
+Where a block's residual branches are plain, :func:`proj_residual_mlp` also drops the residual stream between
+attention and MLP (the norm's fp32 input): it is rebuilt from the block input and the attention output, which
+the attention saves anyway, for one ``D x D`` matmul per block in the backward pass. Full-width temporaries are
+bounded too: the GELU output, the output projection and the norm output for ``fc1``'s weight gradient exist one
+row chunk (:data:`CHUNK_ROWS`) at a time, in the forward and the backward pass.
+
+Within one row chunk the forward values and the gradients are bitwise those of ``linear(norm(x))``,
+``linear(gelu(h))`` and the residual adds as autograd runs them (tested); over several chunks the weight
+gradients are sums of per-chunk products (in fp32) and differ by float summation order, and a matmul over a
+chunk may round differently from one over all rows. Under ``torch.autocast`` the matmul runs in the autocast
+dtype as ``nn.Linear``'s would, and the norm and activation in their input's dtype (LayerNorm has no CPU autocast
+policy; GELU follows its input). Weights are cast again in the backward rather than saved in the autocast dtype.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["CHUNK_ROWS", "layer_norm_linear", "layer_norm_mlp"]
+__all__ = ["CHUNK_ROWS", "layer_norm_linear", "layer_norm_mlp", "proj_residual_mlp"]
 
-# Rows (tokens of all samples) per chunk of the MLP's backward pass: at 1,536 hidden features a chunk's
-# temporaries are 3-6 MiB. Up to this many rows the gradients equal autograd's bit for bit; above it ``fc2``'s
-# weight and bias gradients are sums of per-chunk products (in fp32) and differ by float summation order.
+# Rows (tokens of all samples) per chunk of the MLP and the output projection: at 1,536 hidden features a
+# chunk's temporaries are 3-6 MiB. Up to this many rows the values and gradients equal autograd's bit for bit;
+# above it the weight and bias gradients are sums of per-chunk products (in fp32) and differ by float summation
+# order (on the CPU measured, forward values still matched bit for bit with 1,024-row chunks).
 CHUNK_ROWS = 1024
 
 
@@ -88,14 +99,90 @@ class _LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_nw, grad_nb, None, _to(grad_w, weight.dtype), _to(grad_b, weight.dtype), None
 
 
+def _mlp_forward(x: torch.Tensor, norm_weight, norm_bias, eps: float, w1, b1, w2, b2, approximate: str,
+                 dtype: torch.dtype, into: torch.Tensor | None = None):
+    """``fc2(gelu(fc1(norm(x))))`` with ``fc2`` applied in row chunks, so that the GELU output exists one chunk at
+    a time. Returns ``(out, h, mean, rstd)``: ``h`` is ``fc1``'s output (saved for the backward pass); ``out`` is
+    a new tensor, or ``into`` with the MLP output added to it in place (a residual stream the caller owns)."""
+    y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+    h = F.linear(y.to(dtype), w1.to(dtype), _to(b1, dtype))
+    del y
+    w2c, b2c = w2.to(dtype), _to(b2, dtype)
+    rows = h.numel() // h.shape[-1]
+    h2 = h.view(rows, -1)
+    out = into if into is not None else h.new_empty(*h.shape[:-1], w2.shape[0])
+    out2 = out.view(rows, -1)
+    for r in range(0, rows, CHUNK_ROWS):
+        part = F.linear(F.gelu(h2[r:r + CHUNK_ROWS], approximate=approximate), w2c, b2c)
+        if into is not None:
+            out2[r:r + CHUNK_ROWS].add_(part)
+        else:
+            out2[r:r + CHUNK_ROWS] = part
+        del part  # before the next chunk's product is allocated
+    return out, h, mean, rstd
+
+
+def _mlp_backward(ctx, grad: torch.Tensor, x: torch.Tensor | Callable[[], torch.Tensor], mean, rstd, norm_weight,
+                  norm_bias, w1, w2, needs: tuple[bool, ...]):
+    """Gradients of :func:`_mlp_forward` for ``grad`` of its output (any float dtype; cast chunk by chunk).
+
+    ``ctx`` holds ``hidden`` (``fc1``'s output, taken from it here: a reference left in any caller's frame would
+    keep the buffer alive through the norm's backward), ``eps``, ``approximate`` and ``dtype``.
+    ``x`` is the norm's input, or a function that rebuilds it (called once the hidden gradient is complete, so
+    the two never add up with the GELU chunks). ``needs`` flags ``(x, norm_weight, norm_bias, w1, b1, w2,
+    b2)``; unneeded gradients are ``None``, weight and bias gradients come in the weights' dtype.
+    """
+    h, ctx.hidden = ctx.hidden, None
+    eps, approximate, dtype = ctx.eps, ctx.approximate, ctx.dtype
+    rows = h.numel() // h.shape[-1]
+    h2, g2 = h.view(rows, -1), grad.reshape(rows, -1)
+    w2c = w2.to(dtype)
+    grad_w1 = grad_w2 = grad_b2 = None
+
+    def accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+        """Chunk sums in fp32 (the first chunk's product converted, no zero-filled buffer first)."""
+        return part.float() if total is None else total.add_(part)
+
+    # fc2 and GELU in row chunks: the recomputed activation and the activation gradient exist one chunk at a
+    # time, and the hidden gradient overwrites the saved pre-activation in place.
+    for r in range(0, rows, CHUNK_ROWS):
+        g, hc = g2[r:r + CHUNK_ROWS].to(dtype), h2[r:r + CHUNK_ROWS]
+        if needs[5]:
+            act = F.gelu(hc, approximate=approximate)
+            part = g.t().mm(act)
+            del act  # before the fp32 accumulation allocates
+            grad_w2 = accumulate(grad_w2, part)
+            del part  # before the next chunk's product is allocated
+        if needs[6]:
+            grad_b2 = accumulate(grad_b2, g.sum(0))
+        torch.ops.aten.gelu_backward.grad_input(g.mm(w2c), hc, approximate=approximate, grad_input=hc)
+        del g
+    grad_h = h2
+    del h, h2, hc  # the loop's slice too, or the buffer outlives grad_h
+    x = x() if callable(x) else x
+    width = x.shape[-1]
+    x2 = x.reshape(rows, width)
+    if needs[3]:  # fc1's weight gradient against the norm output, recomputed and cast chunk by chunk
+        for r in range(0, rows, CHUNK_ROWS):
+            y = torch.native_layer_norm(x2[r:r + CHUNK_ROWS], (width,), norm_weight, norm_bias, eps)[0].to(dtype)
+            part = grad_h[r:r + CHUNK_ROWS].t().mm(y)
+            del y
+            grad_w1 = accumulate(grad_w1, part)
+            del part
+    grad_b1 = grad_h.sum(0) if needs[4] else None
+    grad_y = grad_h.mm(w1.to(dtype)).view(x.shape)
+    del grad_h  # frees the hidden-width buffer before the norm's backward allocates
+    grad_y = grad_y.to(x.dtype)  # the norm's backward runs in its input's dtype
+    grad_x, grad_nw, grad_nb = _norm_backward(grad_y, x, mean, rstd, norm_weight, norm_bias, needs[:3])
+    wd = w1.dtype
+    return grad_x, grad_nw, grad_nb, _to(grad_w1, wd), _to(grad_b1, wd), _to(grad_w2, wd), _to(grad_b2, wd)
+
+
 class _LayerNormMlp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype):
         with torch.autocast(x.device.type, enabled=False):
-            y, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
-            h = F.linear(y.to(dtype), w1.to(dtype), _to(b1, dtype))
-            del y
-            out = F.linear(F.gelu(h, approximate=approximate), w2.to(dtype), _to(b2, dtype))
+            out, h, mean, rstd = _mlp_forward(x, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype)
         ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, w1, w2)
         ctx.hidden = h  # an intermediate, held on ctx so that the backward pass can free it as soon as it is used
         ctx.eps, ctx.approximate, ctx.dtype = eps, approximate, dtype
@@ -106,45 +193,59 @@ class _LayerNormMlp(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, mean, rstd, norm_weight, norm_bias, w1, w2 = ctx.saved_tensors
-        h, ctx.hidden = ctx.hidden, None
-        needs, dtype, approximate = ctx.needs_input_grad, ctx.dtype, ctx.approximate
-        rows, width = x.numel() // x.shape[-1], x.shape[-1]
-        x2, h2, g2 = x.reshape(rows, width), h.view(rows, -1), grad.reshape(rows, -1)
-        w2c = w2.to(dtype)
-        grad_w2 = grad_b2 = None
-
-        def accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
-            """Chunk sums in fp32 (the first chunk's product converted, no zero-filled buffer first)."""
-            return part.float() if total is None else total.add_(part)
-
+        n = ctx.needs_input_grad
+        needs = (n[0], n[1], n[2], n[4], ctx.has_bias[0] and n[5], n[6], ctx.has_bias[1] and n[7])
         with torch.autocast(x.device.type, enabled=False):
-            # fc2 and GELU in row chunks: the recomputed activation and the activation gradient exist one chunk
-            # at a time, and the hidden gradient overwrites the saved pre-activation in place.
-            for r in range(0, rows, CHUNK_ROWS):
-                g, hc = g2[r:r + CHUNK_ROWS], h2[r:r + CHUNK_ROWS]
-                act = F.gelu(hc, approximate=approximate)
-                part = g.t().mm(act) if needs[6] else None
-                del act  # before the fp32 accumulation allocates
-                if part is not None:
-                    grad_w2 = accumulate(grad_w2, part)
-                if ctx.has_bias[1] and needs[7]:
-                    grad_b2 = accumulate(grad_b2, g.sum(0))
-                torch.ops.aten.gelu_backward.grad_input(g.mm(w2c), hc, approximate=approximate, grad_input=hc)
-            grad_h = h2
-            del h, h2, hc  # the loop's slice too, or the buffer outlives grad_h
-            # the norm output again, cast chunk by chunk, for fc1's weight gradient
-            y = torch.empty(rows, width, dtype=dtype, device=x.device)
-            for r in range(0, rows, CHUNK_ROWS):
-                y[r:r + CHUNK_ROWS] = torch.native_layer_norm(x2[r:r + CHUNK_ROWS], (width,), norm_weight, norm_bias,
-                                                              ctx.eps)[0]
-            grad_w1, grad_b1 = _weight_grads(grad_h, y, needs[4], ctx.has_bias[0] and needs[5])
-            del y
-            grad_y = grad_h.mm(w1.to(dtype)).view(x.shape)
-            del grad_h  # frees the hidden-width buffer before the norm's backward allocates
-            grad_x, grad_nw, grad_nb = _norm_backward(grad_y, x, mean, rstd, norm_weight, norm_bias, needs)
-        wd = w1.dtype
-        return (grad_x, grad_nw, grad_nb, None, _to(grad_w1, wd), _to(grad_b1, wd), _to(grad_w2, wd),
-                _to(grad_b2, wd), None, None)
+            grad_x, grad_nw, grad_nb, grad_w1, grad_b1, grad_w2, grad_b2 = _mlp_backward(
+                ctx, grad, x, mean, rstd, norm_weight, norm_bias, w1, w2, needs)
+        return grad_x, grad_nw, grad_nb, None, grad_w1, grad_b1, grad_w2, grad_b2, None, None
+
+
+def _residual_add(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x + F.linear(a, weight, bias)`` in row chunks, so that the projection exists one chunk at a time; the
+    forward and the backward pass rebuild it by the same ops, so the two agree bit for bit."""
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    rows, width = x.numel() // x.shape[-1], x.shape[-1]
+    x2, a2, out2 = x.reshape(rows, width), a.reshape(rows, -1), out.view(rows, width)
+    for r in range(0, rows, CHUNK_ROWS):
+        torch.add(x2[r:r + CHUNK_ROWS], F.linear(a2[r:r + CHUNK_ROWS], weight, bias), out=out2[r:r + CHUNK_ROWS])
+    return out
+
+
+class _ProjResidualMlp(torch.autograd.Function):
+    """``x1 = x + proj(a)``, then ``x1 + mlp(norm(x1))``: the second half of a block whose residual branches are
+    plain. ``x1`` is not saved but recomputed in the backward pass from ``x`` and ``a``, which the block's
+    attention saves anyway (one extra ``D x D`` matmul for a token-width of fp32 memory per block)."""
+
+    @staticmethod
+    def forward(ctx, x, a, wp, bp, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype):
+        with torch.autocast(x.device.type, enabled=False):
+            x1 = _residual_add(x, a.to(dtype), wp.to(dtype), _to(bp, dtype))
+            out, h, mean, rstd = _mlp_forward(x1, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype,
+                                              into=x1)
+        ctx.save_for_backward(x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2)
+        ctx.hidden = h
+        ctx.eps, ctx.approximate, ctx.dtype = eps, approximate, dtype
+        ctx.has_bias = (bp is not None, b1 is not None, b2 is not None)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2 = ctx.saved_tensors
+        n, dtype = ctx.needs_input_grad, ctx.dtype
+        needs = (True, n[4], n[5], n[7], ctx.has_bias[1] and n[8], n[9], ctx.has_bias[2] and n[10])
+        with torch.autocast(x.device.type, enabled=False):
+            a_c = a.to(dtype)
+            grad_x1, grad_nw, grad_nb, grad_w1, grad_b1, grad_w2, grad_b2 = _mlp_backward(
+                ctx, grad, lambda: _residual_add(x, a_c, wp.to(dtype), _to(bp, dtype)), mean, rstd, norm_weight,
+                norm_bias, w1, w2, needs)
+            grad_x1.add_(grad)  # the residual's share: autograd adds the same two terms
+            grad_p = grad_x1.to(dtype)
+            grad_wp, grad_bp = _weight_grads(grad_p, a_c, n[2], ctx.has_bias[0] and n[3])
+            grad_a = grad_p.matmul(wp.to(dtype)).to(a.dtype) if n[1] else None
+        return (grad_x1, grad_a, _to(grad_wp, wp.dtype), _to(grad_bp, wp.dtype), grad_nw, grad_nb, None,
+                grad_w1, grad_b1, grad_w2, grad_b2, None, None)
 
 
 def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
@@ -157,3 +258,16 @@ def layer_norm_mlp(x: torch.Tensor, norm: nn.LayerNorm, mlp: nn.Module) -> torch
     """``mlp.fc2(mlp.act(mlp.fc1(norm(x))))`` for a GELU ``mlp.act``, saving ``x`` and ``fc1``'s output only."""
     return _LayerNormMlp.apply(x, norm.weight, norm.bias, norm.eps, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
                                mlp.fc2.bias, mlp.act.approximate, _compute_dtype(x, mlp.fc1.weight))
+
+
+def proj_residual_mlp(x: torch.Tensor, a: torch.Tensor, proj: nn.Linear, norm: nn.LayerNorm,
+                      mlp: nn.Module) -> torch.Tensor:
+    """``x1 + mlp(norm(x1))`` with ``x1 = x + proj(a)``, saving ``x``, ``a`` and ``fc1``'s output only.
+
+    For a block with no LayerScale, DropPath or dropout on its residual branches: ``x`` is the block input and
+    ``a`` the attention heads' merged output (:meth:`~vit3d.layers.Attention.mix`), both saved by the attention
+    already, so the residual stream between the two halves costs no memory until the backward pass.
+    """
+    return _ProjResidualMlp.apply(x, a, proj.weight, proj.bias, norm.weight, norm.bias, norm.eps, mlp.fc1.weight,
+                                  mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, mlp.act.approximate,
+                                  _compute_dtype(x, mlp.fc1.weight))
