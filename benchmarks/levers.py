@@ -6,8 +6,9 @@
 3. Activation checkpointing: peak memory per sample with and without ``set_grad_checkpointing()`` (the slope of
    peak memory over batch size), hence the largest batch that fits a fixed memory budget, and the time cost.
 4. ``patch_drop_rate``: step time with 0, 0.25 and 0.5 of the patch tokens dropped.
-5. Recomputing norm and GELU outputs in the backward pass (``set_recompute_norm_act``, on by default): step time
-   (the same model switched between the two paths, interleaved) and peak memory, per preset and precision.
+5. Recomputing norm and GELU outputs and the mid-block residual stream in the backward pass
+   (``set_recompute_norm_act``, on by default): step time (the same model switched between the two paths,
+   interleaved) and peak memory, per preset and precision.
 
 A and B are interleaved and the median of ``--repeats`` is kept; ``--cpu-time`` times CPU seconds of one thread
 instead of wall seconds, which stays comparable when other processes load the machine.
@@ -165,7 +166,7 @@ PRESETS = {"small": dict(img=(16, 112, 112), depth=4, batch=4), "long": dict(img
 
 
 def recompute(repeats: int, clock: Callable[[], float]) -> list[dict[str, Any]]:
-    """Step time and peak memory of ``vit_small_patch16_3d`` with the norm/GELU recomputation on and off."""
+    """Step time and peak memory of ``vit_small_patch16_3d`` with the norm/GELU/residual recomputation on and off."""
     from vit3d.bench import MemoryMeter, autocast, make_optimizer
 
     rows = []
@@ -223,7 +224,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         out += [f"| {r['precision']} | {r['patch_drop_rate']} | {r['step_s']} | {r['peak_mib']} |"
                 for r in report["patch_drop"]]
     if report.get("recompute"):
-        out += ["", f"Recomputing norm and GELU outputs in the backward pass (vit_small_patch16_3d; step in {unit} "
+        out += ["", f"Recomputing norm and GELU outputs and the mid-block residual in the backward pass "
+                f"(vit_small_patch16_3d; step in {unit} "
                 "without the profiler; peak memory of one training step, AdamW state included, input excluded)\n",
                 "| preset | precision | step plain | step recompute | time ratio | peak MiB plain | "
                 "peak MiB recompute | memory ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]

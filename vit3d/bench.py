@@ -178,7 +178,8 @@ def matmul_peak(device: torch.device | str = "cpu", precision: str = "32", *, si
 
 # ---------------------------------------------------------------------------------------------------- memory
 class MemoryMeter:
-    """Peak tensor memory allocated inside a region of code, in bytes (above what was allocated before it).
+    """Peak tensor memory allocated inside a region of code, in bytes (above what was allocated before it), and
+    what is still allocated when it ends (``retained``).
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: the running total of PyTorch's CPU allocator, read from the
     ``[memory]`` events of :func:`torch.profiler.profile` with ``profile_memory=True``; unlike the resident set
@@ -192,6 +193,7 @@ class MemoryMeter:
                        else "CPU allocator peak (torch.profiler profile_memory)")
         self.baseline = 0
         self.peak = 0
+        self.retained = 0
         self._prof: Any = None
 
     def __enter__(self) -> MemoryMeter:
@@ -210,6 +212,7 @@ class MemoryMeter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.baseline
+            self.retained = torch.cuda.memory_allocated(self.device) - self.baseline
             return
         self._prof.__exit__(*exc)
         events = [e for e in self._prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -217,7 +220,7 @@ class MemoryMeter:
         for event in sorted(events, key=lambda e: e.start_ns()):
             total += event.nbytes()
             peak = max(peak, total)
-        self.peak = peak
+        self.peak, self.retained = peak, total
         self._prof = None
 
 

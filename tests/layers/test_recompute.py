@@ -171,16 +171,32 @@ def test_patch_embedding_saves_its_input_not_the_patchified_copy():
     assert xg.grad is not None and xg.grad.shape == x.shape
 
 
-def test_checkpointed_blocks_take_the_plain_path_and_the_choice_survives():
-    """Under activation checkpointing the blocks save nothing of their own; turning it off restores the choice."""
-    model = vit3d.create_model("vit_tiny_patch16_3d", img_size=(4, 32, 32), patch_size=(2, 16, 16), depth=2,
+def test_checkpointed_blocks_recompute_too_and_keep_nothing_but_their_inputs():
+    """Under non-reentrant checkpointing the recomputing functions pass every tensor through the checkpoint's
+    hooks (none is held on the autograd context): after the forward pass exactly as much memory is held as with
+    plain blocks, and the gradients are bit for bit those of the uncheckpointed model."""
+    torch.manual_seed(0)
+    model = vit3d.create_model("vit_tiny_patch16_3d", img_size=(16, 64, 64), patch_size=(2, 16, 16), depth=3,
                                num_classes=3)
+    x = torch.randn(2, 3, 16, 64, 64)
+
+    def step(checkpointing: bool, recompute: bool) -> tuple[int, list[torch.Tensor]]:
+        model.set_grad_checkpointing(checkpointing)
+        model.set_recompute_norm_act(recompute)
+        model.zero_grad(set_to_none=True)
+        with MemoryMeter("cpu") as meter:
+            loss = model(x).sum()
+        loss.backward()
+        return meter.retained, [p.grad.clone() for p in model.parameters()]
+
+    plain_held, _ = step(True, False)
+    lean_held, lean_grads = step(True, True)
     assert all(b.recompute_norm_act for b in model.blocks)
-    model.set_grad_checkpointing(True)
-    assert not any(b.recompute_norm_act for b in model.blocks)
-    model.set_grad_checkpointing(False)
-    assert all(b.recompute_norm_act for b in model.blocks)
-    model.set_recompute_norm_act(False)
+    uncheckpointed_held, ref_grads = step(False, True)
+    for a, b in zip(lean_grads, ref_grads, strict=True):
+        assert torch.equal(a, b)
+    assert lean_held == plain_held < uncheckpointed_held, (lean_held, plain_held, uncheckpointed_held)
+    model.set_recompute_norm_act(False)  # the choice survives checkpointing being turned on and off
     model.set_grad_checkpointing(True)
     model.set_grad_checkpointing(False)
     assert not any(b.recompute_norm_act for b in model.blocks)

@@ -99,6 +99,33 @@ class _LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_nw, grad_nb, None, _to(grad_w, weight.dtype), _to(grad_b, weight.dtype), None
 
 
+def _hidden_on_ctx() -> bool:
+    """Whether ``fc1``'s output may be held on the autograd context, where the backward pass frees it as soon as it
+    is used, rather than passed through ``save_for_backward``. Not while saved-tensor hooks are active (activation
+    checkpointing, offloading to the CPU): they must see every tensor the backward pass needs, or checkpointing
+    would keep this one alive from the forward pass on. Where torch cannot say, the hooks get it."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is not None and top(False) is None
+
+
+def _save(ctx, tensors: tuple, hidden: torch.Tensor) -> None:
+    """Save ``tensors`` for the backward pass, and ``hidden`` on ``ctx`` or with them (:func:`_hidden_on_ctx`)."""
+    if _hidden_on_ctx():
+        ctx.hidden = hidden
+        ctx.save_for_backward(*tensors)
+    else:
+        ctx.hidden = None
+        ctx.save_for_backward(*tensors, hidden)
+
+
+def _saved(ctx) -> tuple:
+    """The tensors :func:`_save` saved, with ``ctx.hidden`` set from them where they carried it."""
+    saved = ctx.saved_tensors
+    if ctx.hidden is None:
+        *saved, ctx.hidden = saved
+    return tuple(saved)
+
+
 def _mlp_forward(x: torch.Tensor, norm_weight, norm_bias, eps: float, w1, b1, w2, b2, approximate: str,
                  dtype: torch.dtype, into: torch.Tensor | None = None):
     """``fc2(gelu(fc1(norm(x))))`` with ``fc2`` applied in row chunks, so that the GELU output exists one chunk at
@@ -127,7 +154,8 @@ def _mlp_backward(ctx, grad: torch.Tensor, x: torch.Tensor | Callable[[], torch.
     """Gradients of :func:`_mlp_forward` for ``grad`` of its output (any float dtype; cast chunk by chunk).
 
     ``ctx`` holds ``hidden`` (``fc1``'s output, taken from it here: a reference left in any caller's frame would
-    keep the buffer alive through the norm's backward), ``eps``, ``approximate`` and ``dtype``.
+    keep the buffer alive through the norm's backward; see :func:`_saved`), ``eps``, ``approximate`` and
+    ``dtype``.
     ``x`` is the norm's input, or a function that rebuilds it (called once the hidden gradient is complete, so
     the two never add up with the GELU chunks). ``needs`` flags ``(x, norm_weight, norm_bias, w1, b1, w2,
     b2)``; unneeded gradients are ``None``, weight and bias gradients come in the weights' dtype.
@@ -183,8 +211,7 @@ class _LayerNormMlp(torch.autograd.Function):
     def forward(ctx, x, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype):
         with torch.autocast(x.device.type, enabled=False):
             out, h, mean, rstd = _mlp_forward(x, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype)
-        ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, w1, w2)
-        ctx.hidden = h  # an intermediate, held on ctx so that the backward pass can free it as soon as it is used
+        _save(ctx, (x, mean, rstd, norm_weight, norm_bias, w1, w2), h)
         ctx.eps, ctx.approximate, ctx.dtype = eps, approximate, dtype
         ctx.has_bias = (b1 is not None, b2 is not None)
         return out
@@ -192,7 +219,7 @@ class _LayerNormMlp(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, mean, rstd, norm_weight, norm_bias, w1, w2 = ctx.saved_tensors
+        x, mean, rstd, norm_weight, norm_bias, w1, w2 = _saved(ctx)
         n = ctx.needs_input_grad
         needs = (n[0], n[1], n[2], n[4], ctx.has_bias[0] and n[5], n[6], ctx.has_bias[1] and n[7])
         with torch.autocast(x.device.type, enabled=False):
@@ -223,8 +250,7 @@ class _ProjResidualMlp(torch.autograd.Function):
             x1 = _residual_add(x, a.to(dtype), wp.to(dtype), _to(bp, dtype))
             out, h, mean, rstd = _mlp_forward(x1, norm_weight, norm_bias, eps, w1, b1, w2, b2, approximate, dtype,
                                               into=x1)
-        ctx.save_for_backward(x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2)
-        ctx.hidden = h
+        _save(ctx, (x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2), h)
         ctx.eps, ctx.approximate, ctx.dtype = eps, approximate, dtype
         ctx.has_bias = (bp is not None, b1 is not None, b2 is not None)
         return out
@@ -232,7 +258,7 @@ class _ProjResidualMlp(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2 = ctx.saved_tensors
+        x, a, wp, bp, mean, rstd, norm_weight, norm_bias, w1, w2 = _saved(ctx)
         n, dtype = ctx.needs_input_grad, ctx.dtype
         needs = (True, n[4], n[5], n[7], ctx.has_bias[1] and n[8], n[9], ctx.has_bias[2] and n[10])
         with torch.autocast(x.device.type, enabled=False):

@@ -67,7 +67,6 @@ class ClassifierMixin:
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass: less memory, about a third more compute."""
         self.grad_checkpointing = enable
-        self._apply_recompute()
 
     def set_recompute_norm_act(self, enable: bool = True) -> None:
         """Recompute norm and GELU outputs in the backward pass rather than save them (the default: a training
@@ -77,9 +76,9 @@ class ClassifierMixin:
         self._apply_recompute()
 
     def _apply_recompute(self) -> None:
-        # A checkpointed block recomputes everything anyway, and its recomputing path keeps the MLP's hidden
-        # tensor on the autograd context, where checkpointing's saved-tensor hooks would not drop it.
-        enable = getattr(self, "recompute_norm_act", True) and not self.grad_checkpointing
+        # Checkpointed blocks recompute too: the checkpoint's backward reruns one block at a time, and a lean
+        # block is what it holds then (the recomputing functions pass every tensor through the checkpoint's hooks).
+        enable = getattr(self, "recompute_norm_act", True)
         for block in self.blocks:
             block.recompute_norm_act = enable
 
