@@ -6,9 +6,10 @@ GELU's backward) *and* the GELU output (for ``fc2``'s weight gradient). Norm and
 recompute from what is saved anyway, so these functions save only the first of each pair and rebuild the second
 in the backward pass: 6 of the 16 token-widths a block keeps for its backward (norm outputs 2 x 1, GELU output 4),
 for an extra LayerNorm and GELU forward per block. Measured with ``benchmarks/levers.py`` on a 2-core CPU
-(``vit_small_patch16_3d``, 16x112x112 and 16x224x224 clips, fp32 and bf16): -27 % to -36 % of a training step's
-peak memory, step time within the +-6 % noise of the A/B. The same selective recomputation is the default of Megatron-LM
-(Korthikanti et al. 2022, https://arxiv.org/abs/2205.05198), there applied to the attention scores.
+(``vit_small_patch16_3d``, 16x112x112 and 16x224x224 clips, fp32 and bf16), together with the residual rebuild
+below: -33 % to -41 % of a training step's peak memory, step time within the +-8 % noise of the A/B. The same
+selective recomputation is the default of Megatron-LM (Korthikanti et al. 2022, https://arxiv.org/abs/2205.05198),
+there applied to the attention scores.
 
 Where a block's residual branches are plain, :func:`proj_residual_mlp` also drops the residual stream between
 attention and MLP (the norm's fp32 input): it is rebuilt from the block input and the attention output, which

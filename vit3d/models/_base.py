@@ -70,7 +70,7 @@ class ClassifierMixin:
 
     def set_recompute_norm_act(self, enable: bool = True) -> None:
         """Recompute norm and GELU outputs in the backward pass rather than save them (the default: a training
-        step's peak memory -27 % to -36 % on CPU, one extra norm and GELU forward per block; see
+        step's peak memory -33 % to -41 % on CPU, one extra norm and GELU forward per block; see
         :mod:`vit3d.layers.recompute`). ``False`` saves them as plain ``nn.LayerNorm`` / ``nn.GELU`` modules would."""
         self.recompute_norm_act = enable
         self._apply_recompute()
