@@ -100,6 +100,11 @@ class _LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_nw, grad_nb, None, _to(grad_w, weight.dtype), _to(grad_b, weight.dtype), None
 
 
+def _row_chunks(rows: int) -> list[slice]:
+    """Consecutive row slices of :data:`CHUNK_ROWS` rows (the last one shorter), covering ``rows`` rows."""
+    return [slice(r, r + CHUNK_ROWS) for r in range(0, rows, CHUNK_ROWS)]
+
+
 def _hidden_on_ctx() -> bool:
     """Whether ``fc1``'s output may be held on the autograd context, where the backward pass frees it as soon as it
     is used, rather than passed through ``save_for_backward``. Not while saved-tensor hooks are active (activation
@@ -140,12 +145,12 @@ def _mlp_forward(x: torch.Tensor, norm_weight, norm_bias, eps: float, w1, b1, w2
     h2 = h.view(rows, -1)
     out = into if into is not None else h.new_empty(*h.shape[:-1], w2.shape[0])
     out2 = out.view(rows, -1)
-    for r in range(0, rows, CHUNK_ROWS):
-        part = F.linear(F.gelu(h2[r:r + CHUNK_ROWS], approximate=approximate), w2c, b2c)
+    for c in _row_chunks(rows):
+        part = F.linear(F.gelu(h2[c], approximate=approximate), w2c, b2c)
         if into is not None:
-            out2[r:r + CHUNK_ROWS].add_(part)
+            out2[c].add_(part)
         else:
-            out2[r:r + CHUNK_ROWS] = part
+            out2[c] = part
         del part  # before the next chunk's product is allocated
     return out, h, mean, rstd
 
@@ -174,8 +179,8 @@ def _mlp_backward(ctx, grad: torch.Tensor, x: torch.Tensor | Callable[[], torch.
 
     # fc2 and GELU in row chunks: the recomputed activation and the activation gradient exist one chunk at a
     # time, and the hidden gradient overwrites the saved pre-activation in place.
-    for r in range(0, rows, CHUNK_ROWS):
-        g, hc = g2[r:r + CHUNK_ROWS].to(dtype), h2[r:r + CHUNK_ROWS]
+    for c in _row_chunks(rows):
+        g, hc = g2[c].to(dtype), h2[c]
         if needs[5]:
             act = F.gelu(hc, approximate=approximate)
             part = g.t().mm(act)
@@ -192,9 +197,9 @@ def _mlp_backward(ctx, grad: torch.Tensor, x: torch.Tensor | Callable[[], torch.
     width = x.shape[-1]
     x2 = x.reshape(rows, width)
     if needs[3]:  # fc1's weight gradient against the norm output, recomputed and cast chunk by chunk
-        for r in range(0, rows, CHUNK_ROWS):
-            y = torch.native_layer_norm(x2[r:r + CHUNK_ROWS], (width,), norm_weight, norm_bias, eps)[0].to(dtype)
-            part = grad_h[r:r + CHUNK_ROWS].t().mm(y)
+        for c in _row_chunks(rows):
+            y = torch.native_layer_norm(x2[c], (width,), norm_weight, norm_bias, eps)[0].to(dtype)
+            part = grad_h[c].t().mm(y)
             del y
             grad_w1 = accumulate(grad_w1, part)
             del part
@@ -235,8 +240,8 @@ def _residual_add(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: 
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     rows, width = x.numel() // x.shape[-1], x.shape[-1]
     x2, a2, out2 = x.reshape(rows, width), a.reshape(rows, -1), out.view(rows, width)
-    for r in range(0, rows, CHUNK_ROWS):
-        torch.add(x2[r:r + CHUNK_ROWS], F.linear(a2[r:r + CHUNK_ROWS], weight, bias), out=out2[r:r + CHUNK_ROWS])
+    for c in _row_chunks(rows):
+        torch.add(x2[c], F.linear(a2[c], weight, bias), out=out2[c])
     return out
 
 
