@@ -271,7 +271,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
             if self._given_classes is not None:
                 self._classes = self._given_classes
             else:
-                self._classes = list(self._split_dataset("train", classes=None).classes)
+                self._classes = list(self.split_dataset("train", classes=None).classes)
             if len(self._classes) < 2:
                 raise ConfigError(f"found {len(self._classes)} class(es) {self._classes}; classification needs at "
                                   "least 2", file=self.data, fix="check the label column of the training split")
@@ -316,8 +316,10 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
             return False
         return True
 
-    def _split_dataset(self, split: str, *, classes: list[str] | None | str = "known",
-                       **overrides: Any) -> Dataset:
+    def split_dataset(self, split: str, *, classes: list[str] | None | str = "known",
+                      **overrides: Any) -> Dataset:
+        """A new dataset of ``split`` as :meth:`setup` builds it (training augmentation on the train split when
+        ``augment``), with dataset keywords from ``overrides``; ``classes="known"`` uses :attr:`classes`."""
         source, split_name = self._source(split)
         cls_arg = self.classes if classes == "known" else classes
         train = split == "train" and self.augment
@@ -335,7 +337,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         for split in splits:
             if not self.has_split(split):
                 continue
-            ds = self.datasets.get(split) or self._split_dataset(split)
+            ds = self.datasets.get(split) or self.split_dataset(split)
             if not len(ds):
                 continue
             bad = ds.validate()
@@ -363,7 +365,7 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
             if split not in self.datasets:
                 # predict accounts for every input: a bad file becomes a row with its reason, never a stop.
                 extra = {"on_error": "skip"} if split == "predict" else {}
-                self.datasets[split] = self._split_dataset(split, **extra)
+                self.datasets[split] = self.split_dataset(split, **extra)
                 if len(self.datasets[split]) == 0:
                     raise ConfigError(f"the {split!r} split is empty", file=self.data,
                                       fix="check the split column (train/val/test) or the folder")

@@ -100,7 +100,7 @@ def data_main(args: argparse.Namespace) -> int:
     if args.data is not None:
         init_args["data"] = args.data
     datamodule = instantiate_module(_ClassificationDataModule, {"_class_path": data["class_path"], **init_args})
-    dataset = datamodule._split_dataset("train")  # what setup("fit") builds for training; no other split needed
+    dataset = datamodule.split_dataset("train")  # what setup("fit") builds for training
     batch = args.batch if args.batch is not None else datamodule.batch_size
     rate = measure_samples(dataset, samples=args.samples, seed=datamodule.seed)
     demand = loader_demand(rate, step_time_s=args.step_time, batch=batch)
