@@ -9,6 +9,7 @@ differs is where one model can gain.
 Usage:
     python benchmarks/profile_ops.py --preset long --precision 32 --models vit3d hf-videomae
     python benchmarks/profile_ops.py --preset small --precision bf16-mixed --models vit3d vit-pytorch --rows 20
+    python benchmarks/profile_ops.py --preset small --precision 32 --models vit3d hf-videomae --threads 1
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 
 from vit3d.bench import autocast, make_optimizer  # noqa: E402
+
+# Ops that are dense matrix arithmetic: GEMMs, the fused attention kernels and the patch-embedding convolution.
+# Every model runs them on the same shapes; their sum bounds how fast a step can get without faster kernels.
+MATRIX_KERNELS = ("mm", "addmm", "bmm", "scaled_dot_product", "convolution")
+
+
+def _is_matrix_kernel(op: str) -> bool:
+    name = op.removeprefix("aten::")
+    return name in ("mm", "addmm", "bmm") or "scaled_dot_product" in name or "convolution" in name
 
 
 class _Runner:
@@ -85,6 +95,16 @@ def to_markdown(profiles: dict[str, dict[str, float]], rows: int) -> str:
     lines.append("| (all other ops) | " + " | ".join(f"{sum(profiles[n].get(op, 0.0) for op in rest):.1f}"
                                                   for n in names) + " |")
     lines.append("| **total self CPU** | " + " | ".join(f"**{sum(profiles[n].values()):.1f}**" for n in names) + " |")
+    kernels = {n: sum(ms for op, ms in profiles[n].items() if _is_matrix_kernel(op)) for n in names}
+    lines.append("| matrix kernels (" + ", ".join(f"`{k}`" for k in MATRIX_KERNELS) + ") | "
+                 + " | ".join(f"{kernels[n]:.1f}" for n in names) + " |")
+    first, others = names[0], names[1:]
+    if others:
+        lines.append("")
+        for n in others:
+            total = sum(profiles[n].values())
+            lines.append(f"{first}'s matrix kernels alone (every other op of its step removed) take "
+                         f"{kernels[first] / total:.2f}x {n}'s whole step.")
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     profiles = profile_models(args.models, args.preset, args.precision, args.steps, args.warmup)
     p = peers.PRESETS[args.preset]
     print(f"{args.preset} ({p['frames']}x{p['size']}x{p['size']}, batch {p['batch']}), precision {args.precision}, "

@@ -130,3 +130,21 @@ def test_monai_sdpa_switch_changes_the_kernel_not_the_result():
     blocks = [m for m in sdpa.modules() if hasattr(m, "use_flash_attention")]
     assert blocks and all(m.use_flash_attention for m in blocks)
     torch.testing.assert_close(fwd(plain.eval(), x), fwd(sdpa.eval(), x), atol=1e-5, rtol=1e-5)
+
+
+def test_profile_table_bounds_the_step_by_its_matrix_kernels():
+    spec = importlib.util.spec_from_file_location("_bench_profile_ops", ROOT / "benchmarks" / "profile_ops.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernels = ["aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward",
+               "aten::_scaled_dot_product_flash_attention_for_cpu_backward"]
+    others = ["aten::gelu", "aten::copy_", "aten::native_layer_norm", "aten::_fused_adamw_", "aten::mul"]
+    assert all(module._is_matrix_kernel(op) for op in kernels)
+    assert not any(module._is_matrix_kernel(op) for op in others)
+    profiles = {"ours": {"aten::mm": 40.0, "aten::_scaled_dot_product_flash_attention_for_cpu": 30.0,
+                         "aten::gelu": 30.0},
+                "peer": {"aten::mm": 60.0, "aten::mkldnn_convolution": 20.0, "aten::copy_": 20.0}}
+    table = module.to_markdown(profiles, rows=2)
+    kernel_row = next(line for line in table.splitlines() if line.startswith("| matrix kernels"))
+    assert kernel_row.endswith("| 70.0 | 80.0 |")
+    assert "ours's matrix kernels alone (every other op of its step removed) take 0.70x peer's whole step." in table
