@@ -3,6 +3,8 @@
 Peers (all optional; a missing one is reported as skipped, never installed or downloaded here):
 
 - ``vit3d``: ``vit_small_patch16_3d`` at the preset's depth (its defaults: learned positions, class token).
+- ``vit3d-plain`` (on request, not in the default list): ``vit3d`` with ``set_recompute_norm_act(False)``, its
+  blocks saving what plain modules save; the cost of recomputation where elementwise ops are dear (GPUs).
 - ``vit3d-videomae``: the same in HF VideoMAE's layout (fixed sin-cos table over the token index, no class
   token, mean pooling with ``fc_norm``), the like-for-like row for ``hf-videomae``.
 - ``vit-pytorch``: lucidrains' ``vit_pytorch/vit_3d.py`` ``ViT``. Its package ``__init__`` imports torchvision, so
@@ -45,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(frames=16, size=224, tubelet=2, patch=16, dim=768, depth=12, heads=12, mlp=3072, batch=8),
 }
 PEERS = ("vit3d", "vit3d-videomae", "vit-pytorch", "monai", "monai-sdpa", "hf-videomae")
+VARIANTS = ("vit3d-plain",)  # vit3d rows for comparison with the default, run only when asked for
 NUM_CLASSES = 10
 
 
@@ -71,7 +74,7 @@ def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None
     """``(model, forward)`` for ``peer`` at preset ``p``; ``forward(model, x)`` maps ``(B, C, T, H, W)`` to logits."""
     img = (p["frames"], p["size"], p["size"])
     tub = (p["tubelet"], p["patch"], p["patch"])
-    if peer in ("vit3d", "vit3d-videomae"):
+    if peer in ("vit3d", "vit3d-videomae", "vit3d-plain"):
         import vit3d
 
         layout = dict(pos_embed="sincos_seq", class_token=False, global_pool="avg", fc_norm=True) \
@@ -79,6 +82,8 @@ def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None
         model = vit3d.create_model("vit_small_patch16_3d", img_size=img, patch_size=tub, embed_dim=p["dim"],
                                    depth=p["depth"], num_heads=p["heads"], mlp_ratio=p["mlp"] / p["dim"],
                                    num_classes=NUM_CLASSES, **layout)
+        if peer == "vit3d-plain":
+            model.set_recompute_norm_act(False)
         return model, None
     if peer == "vit-pytorch":
         module = _vit_pytorch_module(vit_pytorch_file)
@@ -110,7 +115,7 @@ def build_peer(peer: str, p: dict[str, Any], vit_pytorch_file: str | None = None
                              num_attention_heads=p["heads"], intermediate_size=p["mlp"], num_labels=NUM_CLASSES)
         model = VideoMAEForVideoClassification._from_config(cfg, attn_implementation="sdpa")
         return model, lambda m, x: m(pixel_values=x.transpose(1, 2)).logits
-    raise ValueError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)}")
+    raise ValueError(f"unknown peer {peer!r}; choose from {', '.join(PEERS + VARIANTS)}")
 
 
 def run_worker(peer: str, preset: str, precision: str, steps: int, warmup: int,
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", nargs="+", default=["small", "long"], choices=list(PRESETS))
     parser.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"], choices=["32", "bf16-mixed"])
-    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS + VARIANTS))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per preset and precision")
     parser.add_argument("--warmup", type=int, default=2)

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="long", choices=list(peers.PRESETS))
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
-    parser.add_argument("--models", nargs="+", default=["vit3d", "hf-videomae"], choices=list(peers.PEERS))
+    parser.add_argument("--models", nargs="+", default=["vit3d", "hf-videomae"],
+                        choices=list(peers.PEERS + peers.VARIANTS))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=16)

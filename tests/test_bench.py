@@ -105,7 +105,7 @@ def _peers():
 TINY = dict(frames=4, size=32, tubelet=2, patch=16, dim=64, depth=2, heads=4, mlp=128, batch=2)
 
 
-@pytest.mark.parametrize("peer", ["vit3d", "monai", "monai-sdpa", "hf-videomae", "vit-pytorch"])
+@pytest.mark.parametrize("peer", ["vit3d", "vit3d-plain", "monai", "monai-sdpa", "hf-videomae", "vit-pytorch"])
 def test_peers_build_the_same_size_model(peer):
     peers = _peers()
     try:
@@ -118,6 +118,17 @@ def test_peers_build_the_same_size_model(peer):
     x = torch.randn(2, 3, 4, 32, 32)
     logits = (forward or (lambda m, inp: m(inp)))(model, x)
     assert logits.shape == (2, peers.NUM_CLASSES)
+
+
+def test_plain_vit3d_row_differs_from_the_default_only_in_recomputation():
+    peers = _peers()
+    torch.manual_seed(0)
+    default, _ = peers.build_peer("vit3d", TINY)
+    torch.manual_seed(0)
+    plain, _ = peers.build_peer("vit3d-plain", TINY)
+    assert all(b.recompute_norm_act for b in default.blocks) and not any(b.recompute_norm_act for b in plain.blocks)
+    x = torch.randn(2, 3, 4, 32, 32)
+    torch.testing.assert_close(plain(x), default(x), atol=1e-5, rtol=1e-5)
 
 
 def test_monai_sdpa_switch_changes_the_kernel_not_the_result():
