@@ -33,7 +33,7 @@ timeout 270 "$PY" benchmarks/peers.py --device cuda --preset base --precision bf
     --rounds 1 --peers vit3d vit3d-plain monai-sdpa hf-videomae vit-pytorch --json "$OUT/peers.json" --markdown "$OUT/peers.md" >/dev/null
 
 echo "== the same, torch.compile" >&2
-timeout 240 "$PY" benchmarks/peers.py --device cuda --preset base --precision bf16-mixed --steps "$STEPS" \
-    --rounds 1 --peers vit3d hf-videomae --compile --json "$OUT/compile.json" --markdown "$OUT/compile.md" >/dev/null
+timeout 300 "$PY" benchmarks/peers.py --device cuda --preset base --precision bf16-mixed --steps "$STEPS" \
+    --rounds 1 --peers vit3d vit3d-plain hf-videomae --compile --json "$OUT/compile.json" --markdown "$OUT/compile.md" >/dev/null
 
 cat "$OUT"/peers.md "$OUT"/compile.md 2>/dev/null | tee "$OUT/summary.md"

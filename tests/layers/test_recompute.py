@@ -200,3 +200,25 @@ def test_checkpointed_blocks_recompute_too_and_keep_nothing_but_their_inputs():
     model.set_grad_checkpointing(True)
     model.set_grad_checkpointing(False)
     assert not any(b.recompute_norm_act for b in model.blocks)
+
+
+def test_torch_compile_runs_the_recomputing_functions_eagerly_and_quietly():
+    """Under ``torch.compile`` the recomputing functions are left out of the graph on purpose: dynamo breaks the graph
+    at them and at nothing else, and warns about nothing (tracing them, or the saved-tensor-hooks query inside, would
+    either fail or hold more memory)."""
+    import warnings
+
+    import torch._dynamo as dynamo
+
+    torch.manual_seed(0)
+    model = vit3d.create_model("vit_small_patch16_3d", img_size=(4, 32, 32), patch_size=(2, 16, 16), depth=2,
+                               num_classes=3)
+    x = torch.randn(2, 3, 4, 32, 32)
+    dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = dynamo.explain(lambda inp: model(inp).sum())(x)
+    dynamo.reset()
+    assert report.graph_break_count == 4  # two blocks, two recomputing calls each
+    assert all("torch.compiler.disable" in r.reason for r in report.break_reasons), report.break_reasons
+    assert not [w for w in caught if "Dynamo" in str(w.message)]

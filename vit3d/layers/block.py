@@ -42,7 +42,7 @@ class Block(nn.Module):
     ``recompute_norm_act = False`` on a block (or ``set_recompute_norm_act(False)`` on a model) saves them as
     plain modules would; forward hooks on ``norm1``, ``norm2``, ``attn.qkv``, ``attn.proj`` and the MLP's layers
     fire only then. The recomputing path needs a GELU MLP without dropout between its layers; other blocks take
-    the plain one.
+    the plain one. Under ``torch.compile`` the recomputing functions run eagerly between compiled regions.
     """
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,

@@ -23,6 +23,12 @@ gradients are sums of per-chunk products (in fp32) and differ by float summation
 chunk may round differently from one over all rows. Under ``torch.autocast`` the matmul runs in the autocast
 dtype as ``nn.Linear``'s would, and the norm and activation in their input's dtype (LayerNorm has no CPU autocast
 policy; GELU follows its input). Weights are cast again in the backward rather than saved in the autocast dtype.
+
+Under ``torch.compile`` the three functions run eagerly (``torch.compiler.disable``): dynamo breaks the graph at
+each call and compiles what lies between. Traced into the graph they ran slower and held more memory in a trial on
+the project's CPU, and the saved-tensor-hooks query cannot be traced. A model with ``set_recompute_norm_act(False)``
+gives the compiler whole blocks instead, and its partitioner chooses what to recompute (docs/benchmarks.md compares
+the two compiled).
 """
 
 from __future__ import annotations
@@ -280,18 +286,21 @@ class _ProjResidualMlp(torch.autograd.Function):
                 grad_w1, grad_b1, grad_w2, grad_b2, None, None)
 
 
+@torch.compiler.disable
 def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """``linear(norm(x))`` over the last axis, saving ``x`` but not the normalised tensor for the backward pass."""
     return _LayerNormLinear.apply(x, norm.weight, norm.bias, norm.eps, linear.weight, linear.bias,
                                   _compute_dtype(x, linear.weight))
 
 
+@torch.compiler.disable
 def layer_norm_mlp(x: torch.Tensor, norm: nn.LayerNorm, mlp: nn.Module) -> torch.Tensor:
     """``mlp.fc2(mlp.act(mlp.fc1(norm(x))))`` for a GELU ``mlp.act``, saving ``x`` and ``fc1``'s output only."""
     return _LayerNormMlp.apply(x, norm.weight, norm.bias, norm.eps, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
                                mlp.fc2.bias, mlp.act.approximate, _compute_dtype(x, mlp.fc1.weight))
 
 
+@torch.compiler.disable
 def proj_residual_mlp(x: torch.Tensor, a: torch.Tensor, proj: nn.Linear, norm: nn.LayerNorm,
                       mlp: nn.Module) -> torch.Tensor:
     """``x1 + mlp(norm(x1))`` with ``x1 = x + proj(a)``, saving ``x``, ``a`` and ``fc1``'s output only.
