@@ -520,7 +520,7 @@ class LastCheckpoint(Checkpoint):
             return
         if self.keep_previous and self._trusted_last and trainer.is_global_zero and self.last_path.is_file():
             self._keep_previous()
-        trainer.save_checkpoint(self.last_path)
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # the full state: resuming needs all of it
         self._saved_step = trainer.global_step
         self._saved_at = (trainer.current_epoch, trainer.global_step)
         self._trusted_last = True
