@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import re
 import sys
@@ -263,7 +264,13 @@ class VitCLI(LightningCLI):
             if ckpt is not None and Path(ckpt).is_file():
                 from .inference import run_config
 
-                sub.set_defaults(run_config(ckpt, stage=args[0]))
+                defaults = run_config(ckpt, stage=args[0])
+                run_dir = Path(ckpt).absolute().parent
+                if run_dir.name == "checkpoints":  # <root>/checkpoints/x.ckpt, as `vit3d fit` writes them
+                    # Logs and the predictions CSV go beside the training run, and the checkpoint callbacks
+                    # restored from the file keep their directory.
+                    defaults["trainer.default_root_dir"] = str(run_dir.parent)
+                sub.set_defaults(defaults)
         super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
@@ -301,6 +308,17 @@ class VitCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+class _DropProductTip(logging.Filter):
+    """Drops the product tip Lightning 2.6 logs at every trainer start ("Tip: ... install litlogger"): it says
+    nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_LIGHTNING_INFO = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``vit3d fit|validate|test|predict ...``; user errors propagate to :func:`pipelines.cli.main`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -318,6 +336,8 @@ def run_cli(argv: list[str], parser_kwargs: dict[str, Any], *, cli_class: type[V
     User errors propagate (:func:`pipelines.cli.main` prints them as one line, exit 2); ``--help`` and
     ``--print_config`` return their exit status.
     """
+    if not any(isinstance(f, _DropProductTip) for f in _LIGHTNING_INFO.filters):
+        _LIGHTNING_INFO.addFilter(_DropProductTip())
     try:
         with warnings.catch_warnings():
             # Tests and the dispatcher pass argv explicitly while sys.argv holds the same or the test runner's.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ def tiny_config(csv_path: Path, root: Path, **trainer: object) -> dict:
     }
 
 
-def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_yaml(tmp_path / "tiny.yaml", tiny_config(volumes, tmp_path / "run", val_check_interval=2))
     assert vit3d(["fit", "-c", str(cfg)]) == 0
     best, last = tmp_path / "run/checkpoints/best.ckpt", tmp_path / "run/checkpoints/last.ckpt"
@@ -77,6 +79,21 @@ def test_fit_validate_test_predict(volumes: Path, tmp_path: Path, capsys: pytest
                   "--trainer.precision", "32-true"]) == 0
     again = read_rows(preds2)
     assert len(again) == 1 and float(again[0]["prob_sphere"]) == pytest.approx(float(rows[0]["prob_sphere"]))
+
+    # with no root given, a checkpoint in <root>/checkpoints/ puts the CSV and the logs beside its run, not in the
+    # working directory, and the restored checkpoint callback keeps its directory (no "dirpath has changed")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs_before = len(list((tmp_path / "run/logs").glob("version_*")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert vit3d(["predict", "--ckpt_path", str(best), "--data.predict_data", one,
+                      "--trainer.enable_progress_bar", "false", "--trainer.precision", "32-true"]) == 0
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    assert len(read_rows(tmp_path / "run/predictions.csv")) == 1
+    assert len(list((tmp_path / "run/logs").glob("version_*"))) == runs_before + 1
+    assert not list(elsewhere.iterdir())
 
 
 def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
