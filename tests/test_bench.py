@@ -120,23 +120,25 @@ def test_peers_build_the_same_size_model(peer):
     assert logits.shape == (2, peers.NUM_CLASSES)
 
 
-def test_plain_vit3d_row_differs_from_the_default_only_in_recomputation():
+def _twins(first: str, second: str):
+    """Two peers built from the same seed: ``((model, forward), (model, forward))``."""
     peers = _peers()
-    torch.manual_seed(0)
-    default, _ = peers.build_peer("vit3d", TINY)
-    torch.manual_seed(0)
-    plain, _ = peers.build_peer("vit3d-plain", TINY)
+    built = []
+    for name in (first, second):
+        torch.manual_seed(0)
+        built.append(peers.build_peer(name, TINY))
+    return built
+
+
+def test_plain_vit3d_row_differs_from_the_default_only_in_recomputation():
+    (default, _), (plain, _) = _twins("vit3d", "vit3d-plain")
     assert all(b.recompute_norm_act for b in default.blocks) and not any(b.recompute_norm_act for b in plain.blocks)
     x = torch.randn(2, 3, 4, 32, 32)
     torch.testing.assert_close(plain(x), default(x), atol=1e-5, rtol=1e-5)
 
 
 def test_monai_sdpa_switch_changes_the_kernel_not_the_result():
-    peers = _peers()
-    torch.manual_seed(0)
-    plain, fwd = peers.build_peer("monai", TINY)
-    torch.manual_seed(0)
-    sdpa, _ = peers.build_peer("monai-sdpa", TINY)
+    (plain, fwd), (sdpa, _) = _twins("monai", "monai-sdpa")
     x = torch.randn(2, 3, 4, 32, 32)
     blocks = [m for m in sdpa.modules() if hasattr(m, "use_flash_attention")]
     assert blocks and all(m.use_flash_attention for m in blocks)
