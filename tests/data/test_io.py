@@ -89,3 +89,23 @@ def test_read_errors(tmp_path: Path) -> None:
     with pytest.raises(SampleError, match=r"1 NaN and 2 infinite voxels \(.*nan.nii.gz\)"):
         read_volume(nan)
     assert torch.isfinite(read_volume(write_nifti(tmp_path / "ok.nii.gz", np.nan_to_num(arr)))).all()
+
+
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_building_a_reader_logs_nothing_about_missing_gpu_codecs(kind: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """MONAI's LoadImage builds its GPU DICOM reader too, which logs that nvImageCodec is missing on every machine
+    without it; vit3d chooses the reader itself, so a user's output holds none of that."""
+    import warnings
+
+    import vit3d.data.io as io
+
+    monkeypatch.setattr(io, "_LOADERS", {})  # a loader is built once per process: build it again here
+    arr = np.random.default_rng(0).random((6, 8, 8), dtype=np.float32)
+    path = write_nifti(tmp_path / "a.nii.gz", arr) if kind == "nifti" else write_dicom_series(tmp_path / "s", arr)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG"):
+        warnings.simplefilter("always")
+        read_volume(path)
+    assert not [r for r in caplog.records if "nvImageCodec" in r.getMessage()]
+    assert not [w for w in caught if "nvImageCodec" in str(w.message)]

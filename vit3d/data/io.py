@@ -14,6 +14,7 @@ invertible affine with voxel sizes in a sane range) and the values (finite) are 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import stat
 import warnings
@@ -150,10 +151,18 @@ def _loader(path: str, reader: Any) -> Any:
 
     key = _reader_kind(path) if reader is None else (reader if isinstance(reader, str) else id(reader))
     if key not in _LOADERS:
-        with warnings.catch_warnings():  # LoadImage registers every reader, GPU ones too, and warns about them
-            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-            _LOADERS[key] = LoadImage(reader=reader or reader_for(path), image_only=True,
-                                      ensure_channel_first=True, dtype=np.float32)
+        # LoadImage registers every reader, GPU ones too, which warn (and log) that nvImageCodec is missing on
+        # machines without it: nothing a CPU user can act on, and vit3d picks the reader itself.
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+                _LOADERS[key] = LoadImage(reader=reader or reader_for(path), image_only=True,
+                                          ensure_channel_first=True, dtype=np.float32)
+        finally:
+            plugin_log.setLevel(level)
     return _LOADERS[key]
 
 
