@@ -360,6 +360,7 @@ class LastCheckpoint(Checkpoint):
         self.keep_previous = keep_previous
         self.summary = summary
         self.resume_command: str | None = None  # set by the CLI: the command that resumes this run
+        self.command = "vit3d fit"  # the command that runs it, for its messages (`vit3d pretrain` sets its own)
         self.last_path: Path | None = None
         self._saved_step = -1
         self._saved_at = (-1, -1)  # (epoch, step) of the last save
@@ -599,7 +600,7 @@ class LastCheckpoint(Checkpoint):
             return
         self._pending = signum
         # os.write, not print: the signal may have interrupted a print to the same stream (io is not reentrant).
-        os.write(2, f"vit3d fit: {_signal_name(signum)} received: finishing the current step, then saving {LAST} "
+        os.write(2, f"{self.command}: {_signal_name(signum)} received: finishing the current step, then saving {LAST} "
                     "and stopping (send it again to stop at once)\n".encode())
 
     # -------------------------------------------------------------------------------------------- summary
@@ -610,10 +611,10 @@ class LastCheckpoint(Checkpoint):
         epochs_done = trainer.fit_loop.epoch_progress.current.completed
         lines = []
         if stopped_by is None:
-            lines.append(f"vit3d fit: done: {epochs_done} epoch(s), {trainer.global_step} optimiser steps "
+            lines.append(f"{self.command}: done: {epochs_done} epoch(s), {trainer.global_step} optimiser steps "
                          f"(this run: {trainer.global_step - start_step} steps in {_duration(elapsed)})")
         else:
-            lines.append(f"vit3d fit: stopped by {_signal_name(stopped_by)} in epoch {trainer.current_epoch} at "
+            lines.append(f"{self.command}: stopped by {_signal_name(stopped_by)} in epoch {trainer.current_epoch} at "
                          f"step {trainer.global_step} ({epochs_done} epoch(s) complete; exit status "
                          f"{128 + stopped_by})")
         best = trainer.checkpoint_callback
@@ -636,7 +637,7 @@ class LastCheckpoint(Checkpoint):
             text = ", ".join(f"{n} in {split}" for split, n in skipped.items())
             lines.append(f"  skipped: {text} (unusable rows, listed in the validation report above)")
         if stopped_by is not None:
-            command = self.resume_command or "vit3d fit <the same options> --ckpt_path last"
+            command = self.resume_command or f"{self.command} <the same options> --ckpt_path last"
             lines.append(f"  resume: {command}")
         return "\n".join(lines)
 
@@ -729,18 +730,19 @@ def prepare_resume(ckpt_path: str | None, *, ckpt_dir: str | os.PathLike, model:
     """
     ckpt_dir = Path(ckpt_dir)
     last_cb = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None) if trainer else None
+    command = last_cb.command if last_cb is not None else "vit3d fit"
     if last_cb is not None and argv is not None:
-        last_cb.resume_command = resume_command(argv)
+        last_cb.resume_command = resume_command(argv, command)
     if ckpt_path is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") and \
             (ckpt_dir / LAST).is_file():
-        print(f"vit3d fit: requeued SLURM job (restart {os.environ['SLURM_RESTART_COUNT']}): resuming from "
+        print(f"{command}: requeued SLURM job (restart {os.environ['SLURM_RESTART_COUNT']}): resuming from "
               f"{ckpt_dir / LAST}", file=sys.stderr)
         ckpt_path = "last"
     if ckpt_path is None or ckpt_path in ("best", "hpc") or not _is_local_file_protocol(ckpt_path):
         return ckpt_path
     wanted, candidates = _candidates(ckpt_path, ckpt_dir)
     if ckpt_path == "last" and not any(p.is_file() for p in candidates):
-        print(f"vit3d fit: --ckpt_path last: no checkpoint in {ckpt_dir} yet; starting a new run", file=sys.stderr)
+        print(f"{command}: --ckpt_path last: no checkpoint in {ckpt_dir} yet; starting a new run", file=sys.stderr)
         return None
     failure: CheckpointError | None = None
     for path in candidates:
@@ -757,7 +759,7 @@ def prepare_resume(ckpt_path: str | None, *, ckpt_dir: str | os.PathLike, model:
             reason = failure.what if failure is not None else "missing"
             warnings.warn(f"{wanted} is unusable ({reason}); resuming from {path} ({_describe(checkpoint)}) instead: "
                           "the steps after it are trained again", stacklevel=2)
-            print(f"vit3d fit: warning: {wanted.name} is unusable; resuming from {path} "
+            print(f"{command}: warning: {wanted.name} is unusable; resuming from {path} "
                   f"({_describe(checkpoint)})", file=sys.stderr)
         _check_model(checkpoint, model, path)
         if trainer is not None and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
@@ -784,8 +786,9 @@ def _check_model(checkpoint: Mapping[str, Any], model: pl.LightningModule, path:
             f"--ckpt_path and set --model.net.init_args.pretrained {path}")
 
 
-def resume_command(argv: Sequence[str]) -> str:
-    """``vit3d fit <argv without --ckpt_path> --ckpt_path last``."""
+def resume_command(argv: Sequence[str], command: str = "vit3d fit") -> str:
+    """``<command> <argv without --ckpt_path> --ckpt_path last`` (``argv`` may start with the ``fit``
+    subcommand)."""
     args = list(argv)
     if args and args[0] == "fit":
         args = args[1:]
@@ -801,4 +804,4 @@ def resume_command(argv: Sequence[str]) -> str:
         if arg.startswith("--ckpt_path="):
             continue
         out.append(arg)
-    return shlex.join(["vit3d", "fit", *out, "--ckpt_path", "last"])
+    return shlex.join([*command.split(), *out, "--ckpt_path", "last"])

@@ -453,6 +453,8 @@ class PretrainCLI(VitCLI):
     """:class:`pipelines.train.VitCLI` (same trainer, loggers, checkpoints, resume) with the pretraining links and a
     checkpoint monitor on the lowest ``val/loss``."""
 
+    command = "vit3d pretrain"
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min"})

@@ -276,9 +276,13 @@ class VitCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Done in :meth:`parse_arguments`, with the user's values winning (Lightning's own lets the file win)."""
 
+    command = "vit3d fit"  # how the run is started, in its messages and resume hints
+
     def before_fit(self) -> None:
         config = self.config_init["fit"]
-        ckpt_dir = self._get(self.config_init, "last_checkpoint").dirpath
+        last = self._get(self.config_init, "last_checkpoint")
+        last.command = self.command
+        ckpt_dir = last.dirpath
         config["ckpt_path"] = prepare_resume(config.get("ckpt_path"), ckpt_dir=ckpt_dir, model=self.model,
                                              trainer=self.trainer, argv=self._argv)
 

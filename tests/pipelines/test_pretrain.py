@@ -90,8 +90,8 @@ def test_pretrain_writes_an_encoder_that_fit_loads_strictly(volumes: Path, tmp_p
         assert set(state) - set(saved) == {"head.weight", "head.bias"}, name  # only the new 2-class head
 
 
-def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
     """Killed after step 6 (mid-epoch), resumed with --ckpt_path last: the same encoder, bit for bit (the
     masks depend on the batch count, which the loop state restores)."""
     monkeypatch.syspath_prepend(str(PROBES))
@@ -108,8 +108,12 @@ def test_resume_mid_epoch_matches_uninterrupted(volumes: Path, tmp_path: Path,
     assert not (tmp_path / "b/encoder.safetensors").exists()
 
     resumed = dict(base, trainer={**base["trainer"], "default_root_dir": str(tmp_path / "b")})
+    capsys.readouterr()
     assert vit3d(["pretrain", "-c", str(write_yaml(tmp_path / "c.yaml", resumed)), *every_step,
                   "--ckpt_path", "last"]) == 0
+    said = "".join(capsys.readouterr())
+    assert "vit3d pretrain: done: 3 epoch(s), 12 optimiser steps (this run: 6 steps" in said
+    assert "vit3d fit" not in said  # the summary names the command that ran
     a, b = (load_file(str(tmp_path / run / "encoder.safetensors")) for run in ("a", "b"))
     assert a.keys() == b.keys()
     for key in a:
