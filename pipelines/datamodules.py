@@ -326,18 +326,26 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         kwargs = {**self.split_overrides(split), **overrides}
         return self.dataset(source, split=split_name, classes=cls_arg, train=train, **kwargs)
 
-    def validate_splits(self, splits: Sequence[str] = ("train", "val", "test")) -> None:
+    def validate_splits(self, splits: Sequence[str] = ("train", "val", "test"), *,
+                        required: Sequence[str] | None = None) -> None:
         """Check every file of ``splits`` at once and report all unusable rows of all splits in one error.
 
         With ``on_error=raise`` (a dataset keyword) any bad row stops the run before the first step with one
         :class:`vit3d.errors.InputError` listing them all; with ``skip`` they are counted in ``self.skipped`` (and
-        left out at load time).
+        left out at load time). A split outside ``required`` (default: all of ``splits``) that the data does not
+        have is passed over: a CSV of clips without test rows still trains.
         """
         reports = []
+        required = splits if required is None else required
         for split in splits:
             if not self.has_split(split):
                 continue
-            ds = self.datasets.get(split) or self.split_dataset(split)
+            try:
+                ds = self.datasets.get(split) or self.split_dataset(split)
+            except ConfigError:
+                if split in required:
+                    raise
+                continue  # e.g. "has no test split": this run does not need one
             if not len(ds):
                 continue
             bad = ds.validate()
@@ -357,7 +365,8 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
         if getattr(fn, "value", fn) in ("fit", "validate", "test", None):
             # Every split, whatever the stage: one report of everything unusable, before the first step.
-            self.validate_splits(("train", "val", "test"))
+            needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(getattr(fn, "value", fn))
+            self.validate_splits(("train", "val", "test"), required=needed)
 
     def setup(self, stage: str) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[stage]

@@ -84,6 +84,29 @@ def test_video_multi_view_only_at_test_and_predict(tmp_path: Path) -> None:
     assert dm.datasets["test"].num_clips == 2 and dm.datasets["test"].num_crops == 3
 
 
+@pytest.mark.parametrize(("stage", "fails"), [("fit", False), ("validate", False), ("test", True)])
+def test_clips_without_a_test_split_fit_and_validate(tmp_path: Path, stage: str, fails: bool) -> None:
+    """The file check before a run builds every split the data has; a split the stage does not need and the data
+    lacks (a clip CSV without test rows) is passed over, and a stage that needs it gets the dataset's own error."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from vit3d.data.synthetic import make_clip_dataset
+
+    table = make_clip_dataset(tmp_path / "clips", num_samples=6, frames=8, size=(32, 32), num_classes=2, seed=0,
+                              val_fraction=0.34, test_fraction=0.0)
+    dm = VideoDataModule(str(table), dataset=partial(VideoClipDataset, frames=4, img_size=32, decoder="pyav"))
+    dm.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+    dm.trainer.state.fn = TrainerFn(stage)
+    if fails:
+        with pytest.raises(ConfigError, match="has no test split"):
+            dm.prepare_data()
+    else:
+        dm.prepare_data()
+        assert dm.skipped == {}
+
+
 def test_bad_rows_of_every_split_in_one_report(volumes: Path, tmp_path: Path) -> None:
     bad = _with_bad_rows(volumes, tmp_path)
     dm = VolumeDataModule(str(bad), dataset=partial(VolumeDataset, img_size=(8, 16, 16)))
