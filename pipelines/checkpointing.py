@@ -347,6 +347,8 @@ class LastCheckpoint(Checkpoint):
         summary: print the end-of-fit summary (epochs, best and last checkpoints, logs; how to resume a stopped run).
     """
 
+    command = "vit3d fit"  # the command that runs it, in its messages (the CLI sets it: `vit3d pretrain`)
+
     def __init__(self, dirpath: str | None = None, *, every_n_train_steps: int | None = None,
                  every_n_minutes: float | None = 30.0, keep_previous: bool = True, summary: bool = True) -> None:
         super().__init__()
@@ -360,7 +362,6 @@ class LastCheckpoint(Checkpoint):
         self.keep_previous = keep_previous
         self.summary = summary
         self.resume_command: str | None = None  # set by the CLI: the command that resumes this run
-        self.command = "vit3d fit"  # the command that runs it, for its messages (`vit3d pretrain` sets its own)
         self.last_path: Path | None = None
         self._saved_step = -1
         self._saved_at = (-1, -1)  # (epoch, step) of the last save
@@ -730,7 +731,7 @@ def prepare_resume(ckpt_path: str | None, *, ckpt_dir: str | os.PathLike, model:
     """
     ckpt_dir = Path(ckpt_dir)
     last_cb = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None) if trainer else None
-    command = last_cb.command if last_cb is not None else "vit3d fit"
+    command = (last_cb or LastCheckpoint).command
     if last_cb is not None and argv is not None:
         last_cb.resume_command = resume_command(argv, command)
     if ckpt_path is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") and \
@@ -786,7 +787,7 @@ def _check_model(checkpoint: Mapping[str, Any], model: pl.LightningModule, path:
             f"--ckpt_path and set --model.net.init_args.pretrained {path}")
 
 
-def resume_command(argv: Sequence[str], command: str = "vit3d fit") -> str:
+def resume_command(argv: Sequence[str], command: str = LastCheckpoint.command) -> str:
     """``<command> <argv without --ckpt_path> --ckpt_path last`` (``argv`` may start with the ``fit``
     subcommand)."""
     args = list(argv)

@@ -193,6 +193,11 @@ def pin_memory_for(setting: bool | Literal["auto"], accelerator: Any) -> bool:
     return isinstance(accelerator, CUDAAccelerator)
 
 
+# The splits each Lightning stage reads.
+STAGE_SPLITS: dict[str, tuple[str, ...]] = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                                            "predict": ("predict",)}
+
+
 class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
     """Shared split handling, loaders and checks; subclasses say which dataset class they build."""
 
@@ -363,13 +368,13 @@ class _ClassificationDataModule(pl.LightningDataModule, abc.ABC):
         if not self.validate_files or self.data is None:
             return
         fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
-        if getattr(fn, "value", fn) in ("fit", "validate", "test", None):
+        stage = getattr(fn, "value", fn)
+        if stage in ("fit", "validate", "test", None):
             # Every split, whatever the stage: one report of everything unusable, before the first step.
-            needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(getattr(fn, "value", fn))
-            self.validate_splits(("train", "val", "test"), required=needed)
+            self.validate_splits(("train", "val", "test"), required=STAGE_SPLITS.get(stage))
 
     def setup(self, stage: str) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[stage]
+        wanted = STAGE_SPLITS[stage]
         for split in wanted:
             if split not in self.datasets:
                 # predict accounts for every input: a bad file becomes a row with its reason, never a stop.

@@ -227,6 +227,8 @@ class VitCLI(LightningCLI):
     ``--config`` still win.
     """
 
+    command = "vit3d fit"  # how the run is started, in its messages and resume hints
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
@@ -275,8 +277,6 @@ class VitCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Done in :meth:`parse_arguments`, with the user's values winning (Lightning's own lets the file win)."""
-
-    command = "vit3d fit"  # how the run is started, in its messages and resume hints
 
     def before_fit(self) -> None:
         config = self.config_init["fit"]
